@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import lzma
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,8 +24,27 @@ FIRST_KERNEL_DUMPS = [d for d in DUMPS if d["kind"] == "first-kernel vmcore"]
 CAPTURE_KERNEL_DUMPS = [d for d in DUMPS if d["kind"] == "capture-kernel dump"]
 
 
+ELF_DUMPS = [d for d in DUMPS if d["kind"] == "first-kernel vmcore, ELF"]
+_UNPACKED: dict[str, Path] = {}
+
+
 def dump_id(entry: dict) -> str:
-    return f"{entry['scenario']}:{'vmcore' if entry['kind'] == 'first-kernel vmcore' else 'capture'}"
+    short = {"first-kernel vmcore": "vmcore", "capture-kernel dump": "capture",
+             "first-kernel vmcore, ELF": "elf"}
+    return f"{entry['scenario']}:{short[entry['kind']]}"
+
+
+def dump_path(entry: dict) -> Path:
+    """Where the dump can be opened: xz-compressed ones are unpacked once per session."""
+    path = SAMPLES / entry["file"]
+    if path.suffix != ".xz":
+        return path
+    if entry["file"] not in _UNPACKED:
+        out = Path(tempfile.mkdtemp(prefix="dumpkit-test-")) / path.stem
+        with lzma.open(path) as src, open(out, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        _UNPACKED[entry["file"]] = out
+    return _UNPACKED[entry["file"]]
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from conftest import MANIFEST, REPO, SAMPLES, capture_log, ground_truth_pci
 from test_sample_dumps import DMAR_FAULT
 
@@ -32,7 +31,7 @@ def source_subset(tmp_path_factory) -> Path:
         pytest.fail(f"{TARBALL} missing: install linux-source-6.1 (scripts/setup does)")
     touched = set()
     for patch in PATCHES:
-        touched |= set(re.findall(r"^--- a/(\S+)", patch.read_text(), re.M))
+        touched |= set(re.findall(r"^--- a/(\S+)", patch.read_text(), re.MULTILINE))
     wanted = touched | {"scripts/checkpatch.pl", "scripts/spelling.txt", "scripts/const_structs.checkpatch"}
     dest = tmp_path_factory.mktemp("linux")
     with tarfile.open(TARBALL) as tar:

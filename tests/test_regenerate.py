@@ -9,9 +9,8 @@ import sys
 
 import drgn
 import pytest
-from drgn.helpers.linux.pci import for_each_pci_dev
-
 from conftest import MANIFEST, REPO, SAMPLES
+from drgn.helpers.linux.pci import for_each_pci_dev
 
 
 @pytest.mark.slow

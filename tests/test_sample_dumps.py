@@ -7,12 +7,19 @@ import re
 
 import drgn
 import pytest
-from drgn.helpers.linux.pci import for_each_pci_dev
-
 from conftest import (
-    CAPTURE_KERNEL_DUMPS, DUMPS, FIRST_KERNEL_DUMPS, MANIFEST, SAMPLES, capture_log, dump_id,
+    CAPTURE_KERNEL_DUMPS,
+    DUMPS,
+    ELF_DUMPS,
+    FIRST_KERNEL_DUMPS,
+    MANIFEST,
+    SAMPLES,
+    capture_log,
+    dump_id,
+    dump_path,
     ground_truth_pci,
 )
+from drgn.helpers.linux.pci import for_each_pci_dev
 
 DMAR_FAULT = re.compile(r"DMAR: \[DMA (?:Read|Write)[^\]]*\] Request device \[([0-9a-f]{2}:[0-9a-f]{2}\.[0-7])\]")
 SCENARIOS = sorted({d["scenario"] for d in DUMPS})
@@ -29,7 +36,7 @@ def sha256(path) -> str:
 def open_dump(entry: dict) -> drgn.Program:
     vmcoreinfo = (SAMPLES / entry["vmcoreinfo"]).read_text() if entry["vmcoreinfo"] else None
     prog = drgn.Program(drgn.host_platform, vmcoreinfo=vmcoreinfo)
-    prog.set_core_dump(str(SAMPLES / entry["file"]))
+    prog.set_core_dump(str(dump_path(entry)))
     prog.load_debug_info([str(SAMPLES / entry["debug_file"])])
     return prog
 
@@ -77,7 +84,7 @@ def test_drgn_opens_dump_with_committed_debug_file(entry):
     assert vmcoreinfo_field(prog, "BUILD-ID") == entry["build_id"] == MANIFEST["kernel"]["build_id"]
     # types, variables and a stack trace all come from the debug file
     assert prog.type("struct intel_iommu").size > 0
-    if entry["kind"] == "first-kernel vmcore":
+    if entry["kind"] != "capture-kernel dump":
         trace = prog.crashed_thread().stack_trace()
         assert "sysrq_handle_crash" in [frame.name for frame in trace]
     else:
@@ -98,7 +105,7 @@ def test_capture_dump_opens_without_vmcoreinfo_override(entry):
     assert vmcoreinfo_field(prog, "KERNELOFFSET") in (SAMPLES / entry["vmcoreinfo"]).read_text()
 
 
-@pytest.mark.parametrize("entry", FIRST_KERNEL_DUMPS, ids=dump_id)
+@pytest.mark.parametrize("entry", FIRST_KERNEL_DUMPS + ELF_DUMPS, ids=dump_id)
 def test_pci_devices_in_dump_equal_ground_truth(entry):
     prog = open_dump(entry)
     in_dump = {dev.dev.kobj.name.string_().decode() for dev in for_each_pci_dev(prog)}

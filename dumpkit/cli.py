@@ -1,0 +1,147 @@
+"""The dumpkit command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from dumpkit.errors import EXIT_CODES, DumpkitError
+
+__all__ = ["main"]
+
+EPILOG = """\
+sources:
+  PATH          a vmcore, ELF or kdump-compressed (makedumpfile, QEMU)
+  live          this machine's kernel through /proc/kcore (needs root)
+  qmp:SOCKET    a running QEMU guest (-qmp unix:SOCKET,server=on,wait=off -device vmcoreinfo)
+
+examples:
+  dumpkit info sample-dumps/nocopy-fault/vmcore.kdump
+  dumpkit pci --tree sample-dumps/copied-traffic/vmcore.kdump
+  dumpkit pci --csv sample-dumps/idle/vmcore.kdump > idle.csv
+  dumpkit --debuginfo vmlinux info /var/crash/127.0.0.1-2026-11-23/vmcore
+  sudo dumpkit pci live
+
+exit codes:
+""" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+
+
+def _open(args):
+    import dumpkit
+
+    return dumpkit.open(args.source, debuginfo=args.debuginfo, vmcoreinfo=args.vmcoreinfo)
+
+
+def _info_lines(dump) -> list[str]:
+    from dumpkit.kdump import collect_kdump
+
+    info = dump.info
+    kd = collect_kdump(dump.prog)
+    rows = [
+        ("source", info.source),
+        ("format", info.format),
+        ("kernel", f"{info.kernel_release} ({info.arch})"),
+        ("build-id", info.build_id),
+        ("debug file", f"{info.debug_file} ({info.debug_file_origin})"),
+        ("crash time", info.crash_time.isoformat() if info.crash_time else None),
+        ("panic", info.panic_message),
+        ("crashed task", info.crashed_task),
+        ("uptime", f"{info.uptime_s:.3f} s" if info.uptime_s is not None else None),
+        ("command line", info.command_line),
+        ("capture kernel", kd.capture_kernel),
+        ("reset_devices", kd.reset_devices),
+        ("crash kernel loaded", kd.crash_kernel_loaded),
+        ("crash kernel cmdline", kd.crash_kernel_cmdline),
+    ]
+    reasons = {**info.unknown, **{k: v for k, v in kd.unknown.items()}}
+    keys = {"crash time": "crash_time", "panic": "panic_message", "crashed task": "crashed_task",
+            "uptime": "uptime_s", "command line": "command_line", "capture kernel": "capture_kernel",
+            "reset_devices": "reset_devices", "crash kernel loaded": "crash_kernel_loaded",
+            "crash kernel cmdline": "crash_kernel_cmdline"}
+    lines = []
+    for label, value in rows:
+        if value is None:
+            value = f"unknown ({reasons.get(keys.get(label, ''), 'not recorded')})"
+        lines.append(f"{label + ':':22}{value}")
+    if info.crash_stack:
+        lines.append(f"{'crash stack:':22}" + " <- ".join(info.crash_stack[:12]))
+    return lines
+
+
+def cmd_info(args) -> int:
+    dump = _open(args)
+    if args.json:
+        import dataclasses
+
+        from dumpkit.kdump import collect_kdump
+
+        out = {"info": dataclasses.asdict(dump.info), "kdump": dataclasses.asdict(collect_kdump(dump.prog))}
+        if args.sha256:
+            out["info"]["sha256"] = dump.sha256()
+        print(json.dumps(out, indent=1, default=str))
+        return 0
+    for line in _info_lines(dump):
+        print(line)
+    if args.sha256:
+        print(f"{'sha256:':22}{dump.sha256()}")
+    return 0
+
+
+def cmd_pci(args) -> int:
+    from dumpkit.pci import collect_pci
+    from dumpkit.pci.render import to_frame, to_json, tree_text
+
+    tree = collect_pci(_open(args).prog)
+    if args.json:
+        print(to_json(tree))
+    elif args.csv:
+        to_frame(tree).to_csv(sys.stdout)
+    else:
+        print(tree_text(tree))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="dumpkit", description="Which PCIe endpoints were still doing DMA "
+                                 "when the kernel died, and what that did to the kdump kernel.",
+                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--debuginfo", metavar="PATH", help="vmlinux (or .debug) of the dumped kernel; default: "
+                    "the sample-dumps manifest for its build-id, else drgn's standard search")
+    ap.add_argument("--vmcoreinfo", metavar="FILE",
+                    help="VMCOREINFO text to use instead of the dump's (QEMU dump of a capture kernel)")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("info", help="kernel, crash and kdump facts of a dump", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--sha256", action="store_true", help="also hash the dump file (reads all of it)")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("pci", help="the PCI tree with DMA-relevant state", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--tree", action="store_true", help="tree text (default)")
+    fmt.add_argument("--json", action="store_true", help="JSON")
+    fmt.add_argument("--csv", action="store_true", help="CSV, one row per function")
+    p.set_defaults(func=cmd_pci)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DumpkitError as e:
+        print(f"dumpkit: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

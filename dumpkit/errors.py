@@ -1,0 +1,73 @@
+"""User-facing errors: one line saying what is wrong and what to do, and an exit code."""
+
+from __future__ import annotations
+
+__all__ = [
+    "EXIT_CODES",
+    "AccessError",
+    "AnalysisError",
+    "ConnectionFailed",
+    "DebugInfoError",
+    "DumpkitError",
+    "InputError",
+]
+
+
+class DumpkitError(Exception):
+    """Base of every error dumpkit reports to a user instead of a traceback.
+
+    :param what: what is wrong, naming the input
+    :param fix: what the user can do about it
+    """
+
+    exit_code = 1
+
+    def __init__(self, what: str, fix: str = ""):
+        super().__init__(what)
+        self.what = what
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.what}; {self.fix}" if self.fix else self.what
+
+
+class InputError(DumpkitError):
+    """The source is missing, unreadable, empty, truncated or not a kernel dump."""
+
+    exit_code = 3
+
+
+class DebugInfoError(DumpkitError):
+    """No debug file found, or one that does not match the kernel (build-id)."""
+
+    exit_code = 4
+
+
+class AccessError(DumpkitError):
+    """Permission denied: /proc/kcore without root, an unreadable file."""
+
+    exit_code = 5
+
+
+class ConnectionFailed(DumpkitError):
+    """A QEMU QMP socket that is absent or does not answer."""
+
+    exit_code = 6
+
+
+class AnalysisError(DumpkitError):
+    """The dump opened but the kernel's data could not be read (corrupted lists, pages missing)."""
+
+    exit_code = 7
+
+
+EXIT_CODES = {
+    0: "success",
+    1: "some inputs failed (batch commands)",
+    2: "usage error (bad command line)",
+    3: "input missing, unreadable, empty, truncated or not a kernel dump",
+    4: "debug info missing or not matching the dumped kernel",
+    5: "permission denied (for example /proc/kcore without root)",
+    6: "QEMU QMP socket absent or not answering",
+    7: "kernel data in the dump could not be read",
+}
