@@ -20,7 +20,8 @@ def test_generate_idle_scenario_gives_a_valid_vmcore(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    (entry,) = manifest["dumps"]
+    (entry,) = [d for d in manifest["dumps"] if d["kind"] == "first-kernel vmcore"]
+    assert {d["kind"] for d in manifest["dumps"]} == {"first-kernel vmcore", "first-kernel vmcore, ELF"}
     assert entry["scenario"] == "idle" and entry["build_id"] == MANIFEST["kernel"]["build_id"]
 
     prog = drgn.Program()
