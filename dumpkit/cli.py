@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from dumpkit.errors import EXIT_CODES, DumpkitError
+from dumpkit.errors import EXIT_CODES, AnalysisError, DumpkitError
 
 __all__ = ["main"]
 
@@ -99,6 +99,9 @@ def cmd_pci(args) -> int:
         to_frame(tree).to_csv(sys.stdout)
     else:
         print(tree_text(tree))
+    if tree.errors:
+        # what could be read is printed; the first problem is the error line
+        raise AnalysisError(tree.errors[0], f"{len(tree)} functions shown")
     return 0
 
 

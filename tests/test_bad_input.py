@@ -176,3 +176,45 @@ def test_inputs_are_never_modified():
         assert run_cli("pci", "--json", str(p)).returncode == 0
         assert run_cli("info", "--sha256", str(p)).returncode == 0
     assert {p: sha256(p) for p in before} == before
+
+
+def _patch_elf_phys(path: Path, paddr: int, data: bytes) -> None:
+    """Overwrite guest-physical bytes in an ELF vmcore (through its PT_LOAD headers)."""
+    import struct
+
+    with open(path, "r+b") as f:
+        ehdr = f.read(64)
+        phoff, = struct.unpack_from("<Q", ehdr, 32)
+        phentsize, phnum = struct.unpack_from("<HH", ehdr, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+        for i in range(phnum):
+            p_type, _fl, off, _va, pa, filesz = struct.unpack_from("<IIQQQQ", table, i * phentsize)
+            if p_type == 1 and pa <= paddr and paddr + len(data) <= pa + filesz:
+                f.seek(off + paddr - pa)
+                f.write(data)
+                return
+    raise AssertionError(f"{paddr:#x} not in {path}")
+
+
+@pytest.mark.parametrize("damage", ["loop", "wild pointer"])
+def test_corrupted_pci_device_list(tmp_path, elf_vmcore, damage):
+    """The kernel's PCI device list damaged in a copy of the ELF vmcore: the functions before
+    the damage are printed, then one error line, exit 7; never a hang or a traceback."""
+    import dumpkit
+    from drgn.helpers.linux.list import list_for_each_entry
+    from drgn.helpers.linux.mm import virt_to_phys
+
+    broken = tmp_path / "vmcore.elf"
+    shutil.copy(elf_vmcore, broken)
+    prog = dumpkit.open(broken).prog
+    klist = prog["pci_bus_type"].p.klist_devices.k_list
+    nodes = [p.knode_bus.n_node for p in list_for_each_entry("struct device_private", klist.address_of_(),
+                                                             "knode_bus.n_node")]
+    victim, target = nodes[5], nodes[2]
+    new_next = target.address_ if damage == "loop" else 0xFFFF888F_DEAD0000
+    _patch_elf_phys(broken, virt_to_phys(prog, victim.next.address_of_()).value_(),
+                    new_next.to_bytes(8, "little"))
+    r = run_cli("pci", str(broken))
+    assert_one_line_error(r, 7, "PCI device list")
+    assert len([line for line in r.stdout.splitlines() if line.strip()]) >= 5

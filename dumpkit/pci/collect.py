@@ -9,6 +9,7 @@ import drgn
 from drgn.helpers.linux.device import dev_name
 from drgn.helpers.linux.pci import for_each_pci_dev
 
+from dumpkit.errors import AnalysisError
 from dumpkit.pci.ids import PciIds, load_pci_ids
 
 __all__ = ["ERROR_STATES", "PCIE_PORT_TYPES", "POWER_STATES", "PciDevice", "PciTree", "collect_pci"]
@@ -79,6 +80,7 @@ class PciTree:
 
     devices: list[PciDevice]
     pci_ids: str | None = None
+    errors: list[str] = field(default_factory=list)
 
     def __iter__(self):
         return iter(self.devices)
@@ -243,7 +245,7 @@ def _judge_dma(tree: PciTree) -> None:
             ((dev.enable_count or 0) > 0, "not enabled"),
             (bool(dev.is_busmaster), "Bus Master off"),
             (dev.upstream_busmaster is not False, "Bus Master off on a bridge above"),
-            (dev.power_state in (None, "D0"), f"in {dev.power_state}"),
+            (dev.power_state not in ("D1", "D2", "D3hot", "D3cold"), f"in {dev.power_state}"),
             (dev.error_state in (None, "normal"), f"error state {dev.error_state}"),
         ]
         failed = [why for ok, why in checks if not ok]
@@ -255,8 +257,28 @@ def _judge_dma(tree: PciTree) -> None:
             dev.could_dma, dev.could_dma_reason = True, "driver bound, enabled, Bus Master on up to the root"
 
 
+def _pci_devs(prog: drgn.Program):
+    """for_each_pci_dev, stopped with an error on a loop or an unreadable link instead of
+    hanging or leaking a drgn exception."""
+    seen = set()
+    try:
+        for pdev in for_each_pci_dev(prog):
+            addr = pdev.value_()
+            if addr in seen:
+                raise AnalysisError(f"the PCI device list loops back to {addr:#x}: it is corrupted",
+                                    "the functions listed before the loop are shown by 'dumpkit pci'")
+            seen.add(addr)
+            yield pdev
+    except drgn.FaultError as e:
+        raise AnalysisError(f"the PCI device list could not be read past {len(seen)} functions: {e}",
+                            "the dump is incomplete or corrupted; a lower makedumpfile -d level keeps more") from None
+
+
 def collect_pci(prog: drgn.Program, pci_ids: str | None = None) -> PciTree:
     """Every PCI function the kernel knows, as plain data.
+
+    A function whose own fields cannot be read is left out with a line in ``errors``;
+    a corrupted device list ends the walk there, also noted in ``errors``.
 
     :param prog: a kernel program with debug info
     :param pci_ids: path of a pci.ids file; default: the system's, if any
@@ -264,7 +286,17 @@ def collect_pci(prog: drgn.Program, pci_ids: str | None = None) -> PciTree:
     """
     ids = load_pci_ids(pci_ids)
     reset_names = _reset_method_names(prog)
-    devices = [_read_device(prog, pdev, ids, reset_names) for pdev in for_each_pci_dev(prog)]
-    tree = PciTree(sorted(devices, key=lambda d: d.bdf), ids.path)
+    devices, errors = [], []
+    try:
+        for pdev in _pci_devs(prog):
+            try:
+                devices.append(_read_device(prog, pdev, ids, reset_names))
+            except (drgn.FaultError, LookupError, ValueError) as e:
+                errors.append(f"struct pci_dev at {pdev.value_():#x}: {e}")
+    except AnalysisError as e:
+        if not devices:
+            raise
+        errors.append(str(e))
+    tree = PciTree(sorted(devices, key=lambda d: d.bdf), ids.path, errors)
     _judge_dma(tree)
     return tree

@@ -63,6 +63,7 @@ def tree_text(tree: PciTree) -> str:
 
     for dev in tree.children(None):
         walk(dev, "", True, True)
+    lines += [f"!! {err}" for err in tree.errors]
     return "\n".join(lines)
 
 
@@ -81,12 +82,17 @@ def to_frame(tree: PciTree):
         rec["unknown"] = "; ".join(f"{k}: {v}" for k, v in rec["unknown"].items())
         rec["reset_methods"] = None if rec["reset_methods"] is None else ",".join(rec["reset_methods"])
         rows.append(rec)
-    return pd.DataFrame(rows).set_index("bdf")
+    frame = pd.DataFrame(rows).set_index("bdf")
+    for col in ("subsystem_vendor", "subsystem_device", "class_code", "revision", "header_type",
+                "secondary_bus", "subordinate_bus", "enable_count", "saved_command", "iommu_group"):
+        frame[col] = frame[col].astype("Int64")
+    return frame
 
 
 def to_json(tree: PciTree, **extra) -> str:
     """JSON text: ``{"devices": [...], "pci_ids": path, **extra}``."""
-    return json.dumps({"devices": to_records(tree), "pci_ids": tree.pci_ids, **extra}, indent=1, default=str)
+    return json.dumps({"devices": to_records(tree), "pci_ids": tree.pci_ids, "errors": tree.errors, **extra},
+                      indent=1, default=str)
 
 
 def plot_tree(tree: PciTree, ax=None, title: str | None = None):
