@@ -266,7 +266,7 @@ def _pci_devs(prog: drgn.Program):
             addr = pdev.value_()
             if addr in seen:
                 raise AnalysisError(f"the PCI device list loops back to {addr:#x}: it is corrupted",
-                                    "the functions listed before the loop are shown by 'dumpkit pci'")
+                                    "the functions before the loop are listed")
             seen.add(addr)
             yield pdev
     except drgn.FaultError as e:
