@@ -112,6 +112,9 @@ def test_unpatched_scenarios_switch_the_reset_off(scenario):
 def test_building_from_the_patch_reproduces_the_committed_kernel():
     """The build is reproducible (fixed timestamp, user, host, source paths mapped away),
     so the patched build must give the committed build-id. Cached by input hash."""
+    recorded, installed = MANIFEST["kernel"]["source_version"], installed_source_version()
+    if installed != recorded:
+        pytest.skip(f"installed linux-source-6.1 is {installed}; the committed kernel is from {recorded}")
     out = subprocess.run([str(REPO / "kernel-patches" / "build"), "--patched"], capture_output=True,
                          text=True, timeout=3600)
     assert out.returncode == 0, out.stderr[-2000:]
