@@ -1,0 +1,378 @@
+"""IOMMU fault records from kernel logs, in every format since 2.6.
+
+One parser serves text logs (capture kernel dmesg, vmcore-dmesg.txt, serial console,
+syslog/journal exports) and a dump's printk buffer. It understands Intel DMA- and
+interrupt-remapping faults (all format generations), fault-status and "callbacks
+suppressed" lines, the DMAR_DEBUG table dump (attached to its fault), the table-copy
+messages of kdump kernels, AMD-Vi events, ARM SMMU v2/v3 faults, PCI SERR NMIs and AER.
+It never raises on text it does not understand: such lines are skipped.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from dumpkit.dmar.reasons import vtd_fault_reason
+
+__all__ = ["FaultRecord", "parse_log", "parse_lines", "parse_printk", "FSTS_BITS"]
+
+FSTS_BITS = {0: "PFO", 1: "PPF", 2: "AFO", 3: "APF", 4: "IQE", 5: "ICE", 6: "ITE", 7: "PRO"}
+
+
+@dataclass
+class FaultRecord:
+    """One event. ``requester`` is "bb:dd.f" (Intel and old AMD logs give no segment) or
+    "ssss:bb:dd.f"; ``access`` is "read", "write" or None."""
+
+    kind: str
+    iommu: str
+    raw: str
+    time: float | None = None
+    source: str | None = None
+    unit: str | None = None
+    requester: str | None = None
+    pasid: int | None = None
+    address: int | None = None
+    access: str | None = None
+    reason_code: int | None = None
+    reason: str | None = None
+    detail: dict = field(default_factory=dict)
+
+    @property
+    def requester_bdf(self) -> str | None:
+        """Requester without segment ("bb:dd.f")."""
+        return None if self.requester is None else self.requester[-7:]
+
+
+# --- line prefixes -------------------------------------------------------------------
+
+_PREFIX = re.compile(
+    r"^(?:<\d+>)?"                                                     # syslog priority
+    r"(?:(?:[A-Z][a-z]{2} +\d+ [\d:]{8}|\d{4}-\d\d-\d\dT[\d:.+\-Z]+) \S+ kernel: )?"  # syslog / journal
+    r"(?:\[ *(?P<time>\d+\.\d+)\] )?"                                   # printk timestamp
+    r"(?:\[ *[CT]\d+\] )?")                                            # caller id
+
+
+def _strip(line: str) -> tuple[float | None, str]:
+    line = line.rstrip("\r\n")
+    m = _PREFIX.match(line)
+    t = float(m.group("time")) if m and m.group("time") else None
+    return t, line[m.end():] if m else line
+
+
+def _hex(s: str) -> int:
+    return int(s, 16)
+
+
+def _bdf(bus: str, dev: str, fn: str, seg: str | None = None) -> str:
+    core = f"{int(bus, 16):02x}:{int(dev, 16):02x}.{int(fn)}"
+    return f"{int(seg, 16):04x}:{core}" if seg else core
+
+
+# --- Intel VT-d ----------------------------------------------------------------------
+
+_HEXNUM = r"(?:0x)?[0-9a-fA-F]+"
+_VTD_FAULT = re.compile(
+    r"DMAR: ?\[(?P<type>DMA Read|DMA Write|INTR-REMAP)(?: (?:NO_PASID|PASID (?P<pasid_a>" + _HEXNUM + r")))?\] ?"
+    r"Request device \[+(?:0x)?(?P<bus>[0-9a-fA-F]{1,2}):(?:0x)?(?P<dev>[0-9a-fA-F]{1,2})\.(?P<fn>[0-7])\]"
+    r"(?: PASID (?P<pasid_b>[0-9a-fA-F]+))?"
+    r" fault (?P<what>addr|index) (?P<addr>" + _HEXNUM + r")"
+    r"(?: ?\[fault reason (?P<reason>" + _HEXNUM + r")\] ?(?P<text>.*?))?\s*$")
+_OLD_IR_FAULT = re.compile(
+    r"INTR-REMAP: Request device \[+(?:0x)?(?P<bus>[0-9a-fA-F]{1,2}):(?:0x)?(?P<dev>[0-9a-fA-F]{1,2})\.(?P<fn>[0-7])\]"
+    r" fault index (?P<addr>" + _HEXNUM + r")")
+_OLD_REASON = re.compile(r"(?P<who>DMAR|INTR-REMAP): ?\[fault reason (?P<reason>\d+)\] ?(?P<text>.*?)\s*$")
+_FSTS = re.compile(r"DRHD: handling fault status reg (?P<reg>[0-9a-fA-F]+)")
+_SUPPRESSED = re.compile(r"(?P<fn>\w+): (?P<n>\d+) callbacks suppressed")
+_DUMP_START = re.compile(r"DMAR: Dump (?P<unit>dmar\d+) table entries for IOVA 0x(?P<iova>[0-9a-fA-F]+)")
+_DUMP_LINE = re.compile(r"DMAR: ((?:scalable mode )?root entry|context entry|pasid dir entry|pasid table entry"
+                        r"|pte level|PTE not present|page table not present)")
+_TABLE_COPY = [
+    (re.compile(r"DMAR: Translation already enabled - trying to copy translation structures"), "intel-vtd",
+     "attempt"),
+    (re.compile(r"DMAR: Copied translation tables from previous kernel for (?P<unit>\S+)"), "intel-vtd", "copied"),
+    (re.compile(r"DMAR: Failed to copy translation tables from previous kernel for (?P<unit>\S+)"), "intel-vtd",
+     "failed"),
+    (re.compile(r"DMAR: (?P<unit>dmar\d+): Failed to copy context table for bus (?P<bus>\d+)"), "intel-vtd",
+     "failed-bus"),
+    (re.compile(r"DMAR: Translation was enabled for (?P<unit>\S+) but we are not in kdump mode"), "intel-vtd",
+     "not-kdump"),
+    (re.compile(r"DMAR-IR: Copied IR table for (?P<unit>\S+) from previous kernel"), "intel-vtd-ir", "copied"),
+    (re.compile(r"DMAR-IR: Failed to copy IR table for (?P<unit>\S+) from previous kernel"), "intel-vtd-ir",
+     "failed"),
+    (re.compile(r"IRQ remapping was enabled on (?P<unit>\S+) but we are not in kdump mode"), "intel-vtd-ir",
+     "not-kdump"),
+    (re.compile(r"AMD-Vi: Translation is already enabled - trying to copy translation structures"), "amd-vi",
+     "attempt"),
+    (re.compile(r"AMD-Vi: Copied DEV table from previous kernel"), "amd-vi", "copied"),
+    (re.compile(r"AMD-Vi: Failed to copy DEV table from previous kernel"), "amd-vi", "failed"),
+    (re.compile(r"AMD-Vi: Translation was enabled for IOMMU:(?P<unit>\d+) but we are not in kdump mode"),
+     "amd-vi", "not-kdump"),
+]
+
+
+def _vtd_fault(m: re.Match) -> FaultRecord | None:
+    ir = m.group("type") == "INTR-REMAP" or m.group("what") == "index"
+    pasid_s = m.group("pasid_a") or m.group("pasid_b")
+    pasid = None
+    if pasid_s is not None:
+        pasid = int(pasid_s, 16)
+        if pasid in (0xFFFFFFFF, 0xFFFFF):   # "PASID ffffffff": none (5.5-5.13)
+            pasid = None
+    rec = FaultRecord(kind="intr-remap" if ir else "dma-remap", iommu="intel-vtd", raw="",
+                      requester=_bdf(m.group("bus"), m.group("dev"), m.group("fn")), pasid=pasid)
+    value = _hex(m.group("addr"))
+    if ir:
+        rec.detail["irte_index"] = value
+    else:
+        rec.address = value
+        rec.access = "read" if m.group("type") == "DMA Read" else "write"
+    reason = m.group("reason")
+    if reason is not None:
+        # 0x-prefixed from 5.14 on; two decimal digits before
+        rec.reason_code = int(reason, 16) if reason.lower().startswith("0x") else int(reason, 10)
+        rec.reason = vtd_fault_reason(rec.reason_code)[1]
+    return rec
+
+
+# --- AMD-Vi, ARM SMMU, PCI -----------------------------------------------------------
+
+_AMD_EVENT = re.compile(r"(?:(?P<drv>\S+) (?P<devname>[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]): )?"
+                        r"AMD-Vi: Event logged \[(?P<event>[A-Z_]+)(?P<fields>[^\]]*)\]")
+_KV = re.compile(r"(\w+)=([0-9a-fA-Fx:.]+)")
+_SMMU_CTX = re.compile(r"Unhandled context fault: fsr=0x(?P<fsr>[0-9a-fA-F]+), iova=0x(?P<iova>[0-9a-fA-F]+), "
+                       r"fsynr=0x(?P<fsynr>[0-9a-fA-F]+), cbfrsynra=0x(?P<sid>[0-9a-fA-F]+), cb=(?P<cb>\d+)")
+_SMMU_BLOCKED = re.compile(r"Blocked unknown Stream ID 0x(?P<sid>[0-9a-fA-F]+)")
+_SMMU_GLOBAL = re.compile(r"Unexpected global fault, this could be serious")
+_SMMU3_EVENT = re.compile(r"event 0x(?P<id>[0-9a-fA-F]{2}) received:")
+_SMMU3_WORD = re.compile(r"^(?:\S+ \S+: )?\s*0x(?P<w>[0-9a-fA-F]{16})\s*$")
+_SMMU3_NEW = re.compile(r"event: (?P<name>\w+) client: (?P<client>\S+) sid: 0x(?P<sid>[0-9a-fA-F]+) "
+                        r"ssid: 0x(?P<ssid>[0-9a-fA-F]+) iova: 0x(?P<iova>[0-9a-fA-F]+)")
+_SMMU3_NAMES = {0x01: "F_UUT", 0x02: "C_BAD_STREAMID", 0x03: "F_STE_FETCH", 0x04: "C_BAD_STE",
+                0x05: "F_BAD_ATS_TREQ", 0x06: "F_STREAM_DISABLED", 0x07: "F_TRANSL_FORBIDDEN",
+                0x08: "C_BAD_SUBSTREAMID", 0x09: "F_CD_FETCH", 0x0A: "C_BAD_CD", 0x0B: "F_WALK_EABT",
+                0x10: "F_TRANSLATION", 0x11: "F_ADDR_SIZE", 0x12: "F_ACCESS", 0x13: "F_PERMISSION",
+                0x20: "F_TLB_CONFLICT", 0x21: "F_CFG_CONFLICT", 0x24: "E_PAGE_REQUEST"}
+_SERR = re.compile(r"NMI: PCI system error \(SERR\) for reason (?P<reason>[0-9a-fA-F]+) on CPU (?P<cpu>\d+)")
+_AER = re.compile(r"(?:(?P<port>[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]): )?AER: "
+                  r"(?P<multi>Multiple )?(?P<sev>Corrected|Uncorrected \((?:Non-Fatal|Fatal)\)|Uncorrected)"
+                  r" error (?:message )?received:? (?:id=(?P<id>[0-9a-fA-F]{4})|"
+                  r"(?P<dev>[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]))")
+_AER_BUS_ERROR = re.compile(r"(?P<dev>[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]): (?:AER: )?PCIe Bus Error: "
+                            r"severity=(?P<sev>[^,]+), type=(?P<type>[^,]+)")
+_DEVNAME = re.compile(r"(?P<drv>\S+) (?P<dev>[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]): ")
+
+
+def _amd_event(m: re.Match) -> FaultRecord:
+    fields = dict(_KV.findall(m.group("fields")))
+    rec = FaultRecord(kind="amd-vi:" + m.group("event").lower(), iommu="amd-vi", raw="")
+    dev = fields.get("device") or m.group("devname")
+    if dev:
+        parts = dev.split(":")
+        rec.requester = dev.lower() if len(parts) == 3 else f"{int(parts[0], 16):02x}:{parts[1].lower()}"
+    if "address" in fields:
+        rec.address = int(fields["address"], 16)
+    if "pasid" in fields:
+        rec.pasid = int(fields["pasid"], 16)
+    if "flags" in fields:
+        flags = int(fields["flags"], 16)
+        rec.detail["flags"] = flags
+        if m.group("event") == "IO_PAGE_FAULT":
+            rec.access = "write" if flags & 0x20 else "read"
+    if "domain" in fields:
+        rec.detail["domain"] = int(fields["domain"], 16)
+    rec.reason = m.group("event")
+    return rec
+
+
+def _smmu3_words(rec: FaultRecord) -> None:
+    words = rec.detail.get("words", [])
+    if words:
+        rec.detail["sid"] = words[0] >> 32
+        if words[0] & (1 << 11):
+            rec.pasid = (words[0] >> 12) & 0xFFFFF
+    if len(words) > 1 and rec.reason in ("F_TRANSLATION", "F_ADDR_SIZE", "F_ACCESS", "F_PERMISSION"):
+        rec.access = "read" if words[1] & (1 << 35) else "write"
+    if len(words) > 2 and rec.reason in ("F_TRANSLATION", "F_ADDR_SIZE", "F_ACCESS", "F_PERMISSION",
+                                         "F_TLB_CONFLICT", "F_WALK_EABT"):
+        rec.address = words[2]
+
+
+# --- the parser --------------------------------------------------------------------------
+
+def parse_lines(lines: Iterable[tuple[float | None, str]], source: str | None = None) -> list[FaultRecord]:
+    """Parse (time, text) pairs with prefixes already removed from text.
+
+    :return: records in log order
+    """
+    out: list[FaultRecord] = []
+    pending_two_line: FaultRecord | None = None
+    dump_target: FaultRecord | None = None
+    smmu3: FaultRecord | None = None
+
+    def add(rec: FaultRecord, t: float | None, text: str) -> FaultRecord:
+        rec.time, rec.source, rec.raw = t, source, text
+        out.append(rec)
+        return rec
+
+    for t, text in lines:
+        try:
+            if smmu3 is not None:
+                w = _SMMU3_WORD.match(text)
+                if w and len(smmu3.detail["words"]) < 4:
+                    smmu3.detail["words"].append(int(w.group("w"), 16))
+                    smmu3.raw += "\n" + text
+                    _smmu3_words(smmu3)
+                    continue
+                smmu3 = None
+            m = _DUMP_LINE.search(text)
+            if m and dump_target is not None:
+                dump_target.detail.setdefault("table_dump", []).append(text[m.start(1):])
+                dump_target.raw += "\n" + text
+                continue
+            m = _DUMP_START.search(text)
+            if m:
+                iova = int(m.group("iova"), 16)
+                dump_target = next((r for r in reversed(out) if r.kind == "dma-remap" and r.address == iova), None)
+                if dump_target is not None:
+                    dump_target.unit = m.group("unit")
+                    dump_target.detail["table_dump"] = []
+                    dump_target.raw += "\n" + text
+                continue
+            dump_target = None
+            m = _VTD_FAULT.search(text)
+            if m:
+                rec = add(_vtd_fault(m), t, text)
+                pending_two_line = rec if rec.reason_code is None else None
+                continue
+            m = _OLD_IR_FAULT.search(text)
+            if m:
+                rec = FaultRecord(kind="intr-remap", iommu="intel-vtd", raw="",
+                                  requester=_bdf(m.group("bus"), m.group("dev"), m.group("fn")),
+                                  detail={"irte_index": _hex(m.group("addr"))})
+                pending_two_line = add(rec, t, text)
+                continue
+            m = _OLD_REASON.search(text)
+            if m and pending_two_line is not None:
+                code = int(m.group("reason"), 10)
+                pending_two_line.reason_code = code
+                pending_two_line.reason = vtd_fault_reason(code)[1]
+                pending_two_line.raw += "\n" + text
+                pending_two_line = None
+                continue
+            m = _FSTS.search(text)
+            if m:
+                reg = int(m.group("reg"), 16)
+                bits = [name for bit, name in FSTS_BITS.items() if reg & (1 << bit)]
+                add(FaultRecord(kind="fault-status", iommu="intel-vtd", raw="",
+                                detail={"fsts": reg, "bits": bits, "fault_record_index": (reg >> 8) & 0xFF}),
+                    t, text)
+                continue
+            m = _SUPPRESSED.search(text)
+            if m:
+                add(FaultRecord(kind="callbacks-suppressed", iommu="intel-vtd" if "dmar" in m.group("fn") else "other",
+                                raw="", detail={"function": m.group("fn"), "suppressed": int(m.group("n"))}), t, text)
+                continue
+            for rx, iommu, status in _TABLE_COPY:
+                m = rx.search(text)
+                if m:
+                    rec = FaultRecord(kind="table-copy", iommu=iommu, raw="", reason=status,
+                                      unit=m.groupdict().get("unit"))
+                    if m.groupdict().get("bus"):
+                        rec.detail["bus"] = int(m.group("bus"))
+                    add(rec, t, text)
+                    break
+            else:
+                m = _AMD_EVENT.search(text)
+                if m:
+                    add(_amd_event(m), t, text)
+                    continue
+                m = _SMMU_CTX.search(text)
+                if m:
+                    fsynr = int(m.group("fsynr"), 16)
+                    add(FaultRecord(kind="arm-smmu:context-fault", iommu="arm-smmu", raw="",
+                                    address=int(m.group("iova"), 16), access="write" if fsynr & 0x10 else "read",
+                                    unit=_unit_from_prefix(text),
+                                    detail={"fsr": int(m.group("fsr"), 16), "fsynr": fsynr,
+                                            "sid": int(m.group("sid"), 16), "cb": int(m.group("cb"))}), t, text)
+                    continue
+                m = _SMMU_BLOCKED.search(text)
+                if m:
+                    add(FaultRecord(kind="arm-smmu:blocked-stream", iommu="arm-smmu", raw="",
+                                    unit=_unit_from_prefix(text), detail={"sid": int(m.group("sid"), 16)}), t, text)
+                    continue
+                if _SMMU_GLOBAL.search(text):
+                    add(FaultRecord(kind="arm-smmu:global-fault", iommu="arm-smmu", raw="",
+                                    unit=_unit_from_prefix(text)), t, text)
+                    continue
+                m = _SMMU3_EVENT.search(text)
+                if m:
+                    code = int(m.group("id"), 16)
+                    smmu3 = add(FaultRecord(kind="arm-smmu-v3:event", iommu="arm-smmu-v3", raw="",
+                                            reason_code=code, reason=_SMMU3_NAMES.get(code, "unknown"),
+                                            unit=_unit_from_prefix(text), detail={"words": []}), t, text)
+                    continue
+                m = _SMMU3_NEW.search(text)
+                if m:
+                    client = m.group("client")
+                    add(FaultRecord(kind="arm-smmu-v3:event", iommu="arm-smmu-v3", raw="", reason=m.group("name"),
+                                    requester=client.lower() if re.fullmatch(r"[0-9a-fA-F:.]{12}", client) else None,
+                                    address=int(m.group("iova"), 16), unit=_unit_from_prefix(text),
+                                    detail={"sid": int(m.group("sid"), 16), "ssid": int(m.group("ssid"), 16),
+                                            "client": client}), t, text)
+                    continue
+                m = _SERR.search(text)
+                if m:
+                    add(FaultRecord(kind="serr-nmi", iommu="pci", raw="", reason_code=int(m.group("reason"), 16),
+                                    detail={"cpu": int(m.group("cpu"))}), t, text)
+                    continue
+                m = _AER.search(text)
+                if m:
+                    rec = FaultRecord(kind="aer", iommu="pci", raw="", reason=m.group("sev"),
+                                      unit=m.group("port") or _unit_from_prefix(text),
+                                      detail={"multiple": bool(m.group("multi"))})
+                    if m.group("dev"):
+                        rec.requester = m.group("dev").lower()
+                    elif m.group("id"):
+                        sid = int(m.group("id"), 16)
+                        rec.requester = f"{sid >> 8:02x}:{(sid >> 3) & 0x1F:02x}.{sid & 7}"
+                    add(rec, t, text)
+                    continue
+                m = _AER_BUS_ERROR.search(text)
+                if m:
+                    add(FaultRecord(kind="aer", iommu="pci", raw="", requester=m.group("dev").lower(),
+                                    reason=m.group("sev"), detail={"type": m.group("type")}), t, text)
+        except (ValueError, IndexError, KeyError):
+            continue
+    return out
+
+
+def _unit_from_prefix(text: str) -> str | None:
+    m = re.match(r"(?:\S+ )?(?P<unit>[0-9a-fA-F]+\.[\w-]+|[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]): ", text)
+    return m.group("unit") if m else None
+
+
+def parse_log(text: str, source: str | None = None) -> list[FaultRecord]:
+    """Parse a text log: dmesg (with or without timestamps), vmcore-dmesg.txt, a serial
+    console capture, or syslog/journal lines.
+
+    :param source: recorded in every record (for example the file name)
+    """
+    return parse_lines((_strip(line) for line in text.splitlines()), source)
+
+
+def parse_printk(prog, source: str = "printk") -> list[FaultRecord]:
+    """Parse the printk ring buffer of a kernel (dump or live).
+
+    :param prog: a drgn program with debug info
+    """
+    from drgn.helpers.linux.printk import get_printk_records
+
+    lines = []
+    for rec in get_printk_records(prog):
+        text = rec.text.decode(errors="replace")
+        for part in text.splitlines() or [""]:
+            lines.append((rec.timestamp / 1e9, part))
+    return parse_lines(lines, source)
