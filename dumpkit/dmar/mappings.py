@@ -1,0 +1,80 @@
+"""Per-device DMA mappings: the page tables the hardware uses (from context entries) and
+the ones the kernel's domains own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import drgn
+from drgn.helpers.linux.list import list_for_each_entry
+from drgn.helpers.linux.mm import virt_to_phys
+from drgn.helpers.linux.pci import for_each_pci_dev
+
+from dumpkit.dmar.pagetable import Leaf, MappingRange, summarise, walk_page_table
+from dumpkit.dmar.tables import ContextEntry
+
+__all__ = ["DeviceMappings", "collect_device_mappings", "kernel_domain_roots"]
+
+
+@dataclass
+class DeviceMappings:
+    """What one device can reach through the IOMMU.
+
+    :param source: "context entry" (what the hardware walks) or "kernel domain"
+    """
+
+    device: str
+    source: str
+    root: int | None
+    levels: int | None
+    translation: str
+    leaves: list[Leaf] = field(default_factory=list, repr=False)
+    ranges: list[MappingRange] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    entries_decoded: int = 0
+
+
+def collect_device_mappings(prog: drgn.Program, entries: list[ContextEntry]) -> list[DeviceMappings]:
+    """Walk the page table of every present context entry (one walk per distinct root).
+
+    Pass-through entries map all memory and are reported without a walk.
+    """
+    cache: dict[tuple[int, int], object] = {}
+    out = []
+    for e in entries:
+        dm = DeviceMappings(e.bdf, "context entry", e.page_table,
+                            None if e.address_width is None else (e.address_width - 30) // 9 + 2, e.translation)
+        if e.errors:
+            dm.errors.extend(e.errors)
+        elif e.translation == "pass-through":
+            dm.summary = {"ranges": None, "bytes": None, "writable_bytes": None, "pass_through": True}
+        elif e.page_table:
+            key = (e.page_table, dm.levels)
+            if key not in cache:
+                cache[key] = walk_page_table(prog, e.page_table, dm.levels)
+            walk = cache[key]
+            dm.leaves, dm.errors, dm.entries_decoded = walk.leaves, list(walk.errors), walk.entries_decoded
+            dm.ranges, dm.summary = summarise(walk.leaves)
+        out.append(dm)
+    return out
+
+
+def kernel_domain_roots(prog: drgn.Program) -> dict[str, tuple[str, int, int]]:
+    """For each PCI device: (first device of its IOMMU group, physical pgd, levels) of the
+    group's current domain, as the kernel's debugfs walks it."""
+    out = {}
+    dmar_domain = prog.type("struct dmar_domain")
+    for pdev in for_each_pci_dev(prog):
+        group = pdev.dev.iommu_group
+        if not group or not group.domain:
+            continue
+        first = next(iter(list_for_each_entry("struct group_device", group.devices.address_of_(), "list")), None)
+        if first is None:
+            continue
+        domain = drgn.container_of(group.domain, dmar_domain, "domain")
+        if not domain.pgd:
+            continue
+        out[pdev.dev.kobj.name.string_().decode()] = (first.dev.kobj.name.string_().decode(),
+                                                     virt_to_phys(domain.pgd).value_(), domain.agaw.value_() + 2)
+    return out
