@@ -20,6 +20,7 @@ examples:
   dumpkit info sample-dumps/nocopy-fault/vmcore.kdump
   dumpkit pci --tree sample-dumps/copied-traffic/vmcore.kdump
   dumpkit pci --csv sample-dumps/idle/vmcore.kdump > idle.csv
+  dumpkit dmar sample-dumps/nocopy-fault/vmcore.kdump --log sample-dumps/nocopy-fault/capture-dmesg.txt
   dumpkit --debuginfo vmlinux info /var/crash/127.0.0.1-2026-11-23/vmcore
   sudo dumpkit pci live
 
@@ -105,6 +106,24 @@ def cmd_pci(args) -> int:
     return 0
 
 
+def cmd_dmar(args) -> int:
+    from dumpkit.dmar.collect import collect_dmar, find_capture_logs
+    from dumpkit.dmar.render import dmar_json, dmar_text
+
+    dump = _open(args)
+    logs = list(args.log or [])
+    if not logs and not args.no_auto_log:
+        logs = find_capture_logs(dump.path)
+        for log in logs:
+            print(f"dumpkit: using the capture log beside the dump: {log}", file=sys.stderr)
+    state = collect_dmar(dump, logs)
+    if args.json:
+        print(json.dumps(dmar_json(state), indent=1, default=str))
+    else:
+        print(dmar_text(state))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dumpkit", description="Which PCIe endpoints were still doing DMA "
                                  "when the kernel died, and what that did to the kdump kernel.",
@@ -130,6 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="JSON")
     fmt.add_argument("--csv", action="store_true", help="CSV, one row per function")
     p.set_defaults(func=cmd_pci)
+
+    p = sub.add_parser("dmar", help="Intel VT-d units, context entries, mappings, and fault records", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source")
+    p.add_argument("--log", action="append", metavar="FILE",
+                   help="a text log to read faults from (capture kernel dmesg, vmcore-dmesg.txt, serial "
+                        "console); repeatable. Default: such a log beside the dump, if any")
+    p.add_argument("--no-auto-log", action="store_true", help="do not look for a capture log beside the dump")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_dmar)
     return ap
 
 

@@ -1,0 +1,102 @@
+"""Tie fault records to the first kernel: which device asked, and what its faulting
+address meant in the crashed kernel's page tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import drgn
+
+from dumpkit.dmar.faults import FaultRecord
+from dumpkit.dmar.mappings import DeviceMappings
+from dumpkit.dmar.pagetable import lookup
+from dumpkit.pci.collect import PciTree
+
+__all__ = ["FaultCorrelation", "correlate_faults", "driver_buffers"]
+
+
+@dataclass
+class FaultCorrelation:
+    """One fault seen against the dump. Fields that could not be resolved are None, with
+    the reason in ``note``."""
+
+    fault: FaultRecord
+    device: str | None
+    driver: str | None
+    phys: int | None
+    readable: bool | None
+    writable: bool | None
+    buffer: str | None
+    note: str = ""
+
+
+def driver_buffers(prog: drgn.Program, pdev: drgn.Object) -> list[tuple[str, int, int]]:
+    """(label, IOVA, size) of the DMA buffers dumpkit knows for a device's driver:
+    e1000e RX/TX descriptor rings. Empty for other drivers."""
+    if not pdev.dev.driver or pdev.dev.driver.name.string_() != b"e1000e":
+        return []
+    from drgn.helpers.linux.net import netdev_priv
+
+    netdev = drgn.cast("struct net_device *", pdev.dev.driver_data)
+    adapter = drgn.cast("struct e1000_adapter *", netdev_priv(netdev))
+    out = []
+    for label, ring in (("e1000e RX descriptor ring", adapter.rx_ring), ("e1000e TX descriptor ring", adapter.tx_ring)):
+        if ring:
+            out.append((label, ring.dma.value_(), ring.size.value_()))
+    return out
+
+
+def _find_device(tree: PciTree, requester: str | None) -> tuple[str | None, str]:
+    if requester is None:
+        return None, "fault has no requester"
+    if len(requester) > 7:
+        return (requester, "") if tree.get(requester) else (None, f"{requester} not in the dump's PCI tree")
+    matches = [d.bdf for d in tree if d.bdf.endswith(":" + requester)]
+    if len(matches) == 1:
+        return matches[0], ""
+    if not matches:
+        return None, f"no function {requester} in the dump's PCI tree (a new one, or another segment)"
+    return None, f"{requester} is ambiguous across segments: {', '.join(matches)}"
+
+
+def correlate_faults(prog: drgn.Program, tree: PciTree, mappings: list[DeviceMappings],
+                     faults: list[FaultRecord]) -> list[FaultCorrelation]:
+    """Resolve each DMA fault's requester and address in the dumped kernel.
+
+    :param prog: the first (crashed) kernel
+    :param mappings: that kernel's per-device mappings (context-entry page tables)
+    """
+    from drgn.helpers.linux.pci import for_each_pci_dev
+
+    by_device = {m.device: m for m in mappings}
+    pdevs = {d.dev.kobj.name.string_().decode(): d for d in for_each_pci_dev(prog)}
+    buffers_cache: dict[str, list[tuple[str, int, int]]] = {}
+    out = []
+    for f in faults:
+        if f.kind not in ("dma-remap", "amd-vi:io_page_fault", "arm-smmu-v3:event") or f.address is None:
+            continue
+        bdf, note = _find_device(tree, f.requester)
+        corr = FaultCorrelation(f, bdf, None, None, None, None, None, note)
+        out.append(corr)
+        if bdf is None:
+            continue
+        dev = tree.get(bdf)
+        corr.driver = dev.driver if dev else None
+        dm = by_device.get(bdf)
+        if dm is None or not dm.leaves:
+            corr.note = "the device had no page-table mappings in the dumped kernel"
+            continue
+        hit = lookup(dm.leaves, f.address)
+        if hit is None:
+            corr.note = f"{f.address:#x} was not mapped for {bdf} in the dumped kernel"
+            continue
+        corr.phys, corr.readable, corr.writable = hit
+        if bdf not in buffers_cache:
+            try:
+                buffers_cache[bdf] = driver_buffers(prog, pdevs[bdf])
+            except (drgn.FaultError, LookupError, ValueError) as e:
+                buffers_cache[bdf] = []
+                corr.note = f"driver buffers unreadable: {e}"
+        corr.buffer = next((label for label, iova, size in buffers_cache[bdf]
+                            if iova <= f.address < iova + max(size, 1)), None)
+    return out
