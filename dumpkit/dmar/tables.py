@@ -144,7 +144,9 @@ def _walk_unit(prog: drgn.Program, unit: IommuUnit) -> list[ContextEntry]:
                 else:
                     entries = [_legacy(unit, bus, devfn, (hi, lo), c_hi, c_lo)]
                 for e in entries:
-                    e.copied = None if copied is None else (bus, devfn) in copied
+                    # before 6.0 the copy marker was bit 67 of the (legacy) context entry
+                    e.copied = (bus, devfn) in copied if copied is not None else (
+                        bool(c_hi & 8) if not sm else None)
                 out.extend(entries)
     return out
 
@@ -156,19 +158,29 @@ def _kernel_view(prog: drgn.Program) -> dict[tuple[int, int, int], tuple[str, st
 
     view = {}
     for pdev in for_each_pci_dev(prog):
-        dev_iommu = pdev.dev.iommu
-        if not dev_iommu or not dev_iommu.priv:
-            continue
-        info = drgn.cast("struct device_domain_info *", dev_iommu.priv)
+        dev = pdev.dev
+        if dev.type_.has_member("iommu"):           # >= 5.9: dev->iommu->priv
+            if not dev.iommu or not dev.iommu.priv:
+                continue
+            priv = dev.iommu.priv
+        elif dev.type_.has_member("archdata") and dev.archdata.type_.has_member("iommu"):
+            priv = dev.archdata.iommu                # x86 before 5.9
+            if not priv:
+                continue
+        else:
+            raise LookupError("struct device has neither iommu nor archdata.iommu")
+        info = drgn.cast("struct device_domain_info *", priv)
         name = pdev.dev.kobj.name.string_().decode()
         dtype = did = None
         if info.domain:
             t = info.domain.domain.type.value_()
             dtype = DOMAIN_TYPES.get(t, f"type {t:#x}")
-            if info.domain.type_.type.has_member("iommu_array"):
+            if info.domain.type_.type.has_member("iommu_array"):    # >= 6.0
                 iinfo = xa_load(info.domain.iommu_array.address_of_(), info.iommu.seq_id.value_())
                 if iinfo:
                     did = drgn.cast("struct iommu_domain_info *", iinfo).did.value_()
+            elif info.domain.type_.type.has_member("iommu_did"):    # before 6.0
+                did = info.domain.iommu_did[info.iommu.seq_id.value_()].value_()
         view[(info.segment.value_(), info.bus.value_(), info.devfn.value_())] = (name, dtype, did)
     return view
 
