@@ -1,0 +1,44 @@
+"""Post-crash DMA evidence from device rings in the crashed kernel's memory: one small
+decoder per driver behind ``ring_evidence()``."""
+
+from __future__ import annotations
+
+import drgn
+
+from dumpkit.rings.base import QueueEvidence, RingEvidence
+from dumpkit.rings.e1000e import decode_e1000e
+from dumpkit.rings.nvme import decode_nvme
+from dumpkit.rings.virtio import decode_virtio
+
+__all__ = ["RingEvidence", "QueueEvidence", "ring_evidence", "DECODERS"]
+
+DECODERS = {"e1000e": decode_e1000e, "nvme": decode_nvme, "virtio-pci": decode_virtio}
+
+
+def ring_evidence(prog: drgn.Program, pdev: drgn.Object, translate=None) -> RingEvidence:
+    """Decode the rings of one PCI function.
+
+    :param pdev: ``struct pci_dev *``
+    :param translate: optional ``iova -> physical address or None`` for the device
+        (its IOMMU mappings); without it DMA addresses are taken as physical
+    """
+    name = pdev.dev.kobj.name.string_().decode()
+    drv = pdev.dev.driver
+    driver = drv.name.string_().decode() if drv else None
+    decoder = DECODERS.get(driver or "")
+    if decoder is None:
+        return RingEvidence(name, driver, "no ring decoder",
+                            note="no driver bound" if driver is None else f"no decoder for {driver}")
+    try:
+        queues = decoder(prog, pdev)
+    except (drgn.FaultError, LookupError, ValueError, TypeError) as e:
+        return RingEvidence(name, driver, "error", note=f"{type(e).__name__}: {e}")
+    if not queues:
+        return RingEvidence(name, driver, "not set up", note="driver bound but no rings allocated")
+    pages = set()
+    for q in queues:
+        for addr in q.dma_addresses:
+            phys = translate(addr) if translate else addr
+            if phys is not None:
+                pages.add(phys & ~0xFFF)
+    return RingEvidence(name, driver, "decoded", queues, phys_pages=sorted(pages))

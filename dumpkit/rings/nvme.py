@@ -1,0 +1,38 @@
+"""nvme: completion-queue entries whose phase tag says the controller posted them after
+the driver's head."""
+
+from __future__ import annotations
+
+import struct
+
+import drgn
+
+from dumpkit.rings.base import QueueEvidence
+
+__all__ = ["decode_nvme"]
+
+CQE_SIZE = 16
+
+
+def decode_nvme(prog: drgn.Program, pdev: drgn.Object) -> list[QueueEvidence]:
+    dev = drgn.cast("struct nvme_dev *", pdev.dev.driver_data)
+    if not dev or not dev.queues:
+        return []
+    out = []
+    for qid in range(dev.online_queues.value_()):
+        q = dev.queues[qid]
+        if not q.cqes:
+            continue
+        depth, head, phase = q.q_depth.value_(), q.cq_head.value_(), q.cq_phase.value_()
+        raw = prog.read(q.cqes.value_(), depth * CQE_SIZE)
+        n, i, p = 0, head, phase
+        while n < depth:
+            status, = struct.unpack_from("<H", raw, i * CQE_SIZE + 14)
+            if status & 1 != p:
+                break
+            n += 1
+            i += 1
+            if i == depth:
+                i, p = 0, p ^ 1
+        out.append(QueueEvidence(f"cq{qid}", depth, n, head, i))
+    return out

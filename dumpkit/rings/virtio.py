@@ -1,0 +1,38 @@
+"""virtio-pci (any virtio device): used-ring index the device advanced beyond the
+driver's last seen index."""
+
+from __future__ import annotations
+
+import drgn
+from drgn.helpers.linux.list import list_for_each_entry
+
+from dumpkit.rings.base import QueueEvidence
+
+__all__ = ["decode_virtio"]
+
+
+def decode_virtio(prog: drgn.Program, pdev: drgn.Object) -> list[QueueEvidence]:
+    vp_dev = drgn.cast("struct virtio_pci_device *", pdev.dev.driver_data)
+    if not vp_dev:
+        return []
+    vring_vq = prog.type("struct vring_virtqueue")
+    out = []
+    for vq in list_for_each_entry("struct virtqueue", vp_dev.vdev.vqs.address_of_(), "list"):
+        vvq = drgn.container_of(vq, vring_vq, "vq")
+        name = vq.name.string_().decode()
+        if vvq.type_.type.has_member("packed_ring") and vvq.packed_ring:
+            out.append(QueueEvidence(f"{name} (packed ring: not decoded)", 0, 0))
+            continue
+        vring = vvq.split.vring
+        num = vring.num.value_()
+        used_idx = vring.used.idx.value_()
+        last = vvq.last_used_idx.value_() & 0xFFFF
+        n = (used_idx - last) & 0xFFFF
+        addrs = []
+        for k in range(min(n, num)):
+            elem = vring.used.ring[(last + k) % num]
+            desc = elem.id.value_()
+            if desc < num:
+                addrs.append(vring.desc[desc].addr.value_())
+        out.append(QueueEvidence(name, num, n, last, used_idx, addrs))
+    return out
