@@ -21,6 +21,10 @@ examples:
   dumpkit pci --tree sample-dumps/copied-traffic/vmcore.kdump
   dumpkit pci --csv sample-dumps/idle/vmcore.kdump > idle.csv
   dumpkit dmar sample-dumps/nocopy-fault/vmcore.kdump --log sample-dumps/nocopy-fault/capture-dmesg.txt
+  dumpkit verdict sample-dumps/nocopy-fault/vmcore.kdump
+  dumpkit compare sample-dumps/nocopy-fault/vmcore.kdump sample-dumps/patched-nocopy/vmcore.kdump
+  dumpkit triage sample-dumps --jobs 2 --format csv -o triage.csv
+  dumpkit report sample-dumps/nocopy-fault/vmcore.kdump -o report.html
   dumpkit --debuginfo vmlinux info /var/crash/127.0.0.1-2026-11-23/vmcore
   sudo dumpkit pci live
 
@@ -124,6 +128,88 @@ def cmd_dmar(args) -> int:
     return 0
 
 
+def _judge(source: str, args, capture_logs, capture_dump_path):
+    import dumpkit
+    from dumpkit.dmar.collect import find_capture_logs
+    from dumpkit.verdict import judge
+
+    dump = dumpkit.open(source, debuginfo=args.debuginfo)
+    logs = list(capture_logs or [])
+    if not logs and not dump.kdump().capture_kernel:
+        logs = find_capture_logs(dump.path)
+        for log in logs:
+            print(f"dumpkit: using the capture log beside the dump: {log}", file=sys.stderr)
+    cap = dumpkit.open(capture_dump_path, debuginfo=args.debuginfo) if capture_dump_path else None
+    return dump, judge(dump, logs, cap)
+
+
+def cmd_verdict(args) -> int:
+    from dumpkit.verdict_render import verdict_json, verdict_text
+
+    _dump, v = _judge(args.source, args, args.capture_log, args.capture_dump)
+    print(json.dumps(verdict_json(v), indent=1, default=str) if args.json else verdict_text(v))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from dumpkit.verdict_render import compare_frame
+
+    _b, before = _judge(args.before, args, None, None)
+    _a, after = _judge(args.after, args, None, None)
+    frame = compare_frame(before, after)
+    if args.csv:
+        frame.to_csv(sys.stdout)
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 40):
+            print(frame.to_string())
+    return 0
+
+
+def cmd_triage(args) -> int:
+    from dumpkit.triage import find_dumps, triage
+
+    paths = find_dumps(args.paths)
+    if not paths:
+        print("dumpkit: error: no dumps found in the given paths", file=sys.stderr)
+        return 2
+    if args.format == "parquet" and not args.output:
+        print("dumpkit: error: --format parquet needs -o FILE", file=sys.stderr)
+        return 2
+    rows = triage(paths, jobs=args.jobs, timeout=args.timeout, debuginfo=args.debuginfo,
+                  progress=sys.stderr.isatty())
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    if args.format == "json":
+        text = json.dumps(rows, indent=1, default=str)
+    elif args.format == "csv":
+        text = frame.to_csv(index=False)
+    else:
+        frame.to_parquet(args.output, index=False)
+        text = None
+    if text is not None:
+        if args.output:
+            with open(args.output, "w") as f:
+                f.write(text)
+        else:
+            print(text)
+    failed = [r for r in rows if r["status"] != "ok"]
+    for r in failed:
+        print(f"dumpkit: {r['path']}: {r['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_report(args) -> int:
+    from dumpkit.report import render_report
+
+    out = render_report(args.source, args.output, notebook=args.notebook, capture_log=args.capture_log,
+                        debuginfo=args.debuginfo)
+    print(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dumpkit", description="Which PCIe endpoints were still doing DMA "
                                  "when the kernel died, and what that did to the kdump kernel.",
@@ -159,6 +245,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-auto-log", action="store_true", help="do not look for a capture log beside the dump")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_dmar)
+
+    p = sub.add_parser("verdict", help="per endpoint: could it DMA, did it after the crash, did it hit the "
+                       "capture kernel, did a reset stop it", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", help="the crashed (first) kernel's dump")
+    p.add_argument("--capture-log", action="append", metavar="FILE",
+                   help="the capture kernel's log; default: capture-dmesg.txt/vmcore-dmesg.txt beside the dump")
+    p.add_argument("--capture-dump", metavar="FILE", help="a dump of the running capture kernel (copied tables)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verdict)
+
+    p = sub.add_parser("compare", help="verdicts of two dumps side by side (before/after a patch)", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("before")
+    p.add_argument("after")
+    p.add_argument("--csv", action="store_true")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("triage", help="many dumps into one table, each in its own worker", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="dump files or directories to search for dumps")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--timeout", type=float, default=300, help="seconds allowed per dump (default 300)")
+    p.add_argument("--format", choices=["json", "csv", "parquet"], default="csv")
+    p.add_argument("-o", "--output", metavar="FILE")
+    p.set_defaults(func=cmd_triage)
+
+    p = sub.add_parser("report", help="run a notebook on a dump and write HTML with provenance", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source")
+    p.add_argument("--capture-log", metavar="FILE")
+    p.add_argument("--notebook", default="02-dma-at-crash-before-after",
+                   help="notebook name in notebooks/ (default 02-dma-at-crash-before-after)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.html")
+    p.set_defaults(func=cmd_report)
     return ap
 
 
