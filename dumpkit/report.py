@@ -66,6 +66,8 @@ def render_report(source: str, output: str, notebook: str = "02-dma-at-crash-bef
         nb = nbformat.read(executed, as_version=4)
     rows = "\n".join(f"| {k} | `{v}` |" for k, v in prov.items())
     nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"## Provenance\n\n| | |\n|---|---|\n{rows}\n"))
+    for i, cell in enumerate(nb.cells):   # fixed ids: rendering twice gives the same HTML but the date
+        cell.id = f"cell-{i}"
     html, _ = HTMLExporter(exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(nb)
     Path(output).write_text(html)
     return output

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import lzma
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -63,3 +66,23 @@ def ground_truth_pci(scenario: str, capture: bool = False) -> dict:
 
 def capture_log(scenario: str) -> str:
     return (SAMPLES / scenario / "capture-dmesg.txt").read_text()
+
+
+@pytest.fixture(scope="session")
+def live_guest(tmp_path_factory):
+    out = tmp_path_factory.mktemp("live")
+    proc = subprocess.Popen([sys.executable, str(REPO / "sample-dumps" / "generate"), "--live",
+                             "--out", str(out), "--timeout", "300"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        line = ""
+        while time.monotonic() < deadline and "ready" not in line:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                pytest.fail(f"live guest exited: {proc.stderr.read()[-2000:]}")
+        assert "qmp:" in line, line
+        yield line.split("ready: ", 1)[1].strip(), out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)

@@ -33,3 +33,38 @@ def test_committed_notebooks_have_no_outputs():
     for path in (REPO / "notebooks").glob("*.ipynb"):
         nb = json.loads(path.read_text())
         assert not outputs(nb), f"{path.name} is committed with outputs"
+
+
+def run_notebook(tmp_path, name: str, parameters: dict) -> dict:
+    out = tmp_path / f"{name}.ipynb"
+    papermill.execute_notebook(str(REPO / "notebooks" / f"{name}.ipynb"), str(out), parameters=parameters,
+                               cwd=str(REPO / "notebooks"), kernel_name="python3", progress_bar=False)
+    nb = json.loads(out.read_text())
+    assert not [o for o in outputs(nb) if o["output_type"] == "error"]
+    return nb
+
+
+def test_02_before_after_runs_headless(tmp_path):
+    nb = run_notebook(tmp_path, "02-dma-at-crash-before-after",
+                      {"dump": str(SAMPLES / "copied-traffic" / "vmcore.kdump"),
+                       "after": str(SAMPLES / "patched-copied" / "vmcore.kdump")})
+    outs = outputs(nb)
+    assert sum("image/png" in o.get("data", {}) for o in outs) == 3   # trees, timeline, completions
+    html = "".join("".join(o.get("data", {}).get("text/html", "")) for o in outs)
+    assert "DMA after crash, stopped by reset" in html and "secondary bus reset" in html
+
+
+def test_03_triage_runs_headless(tmp_path):
+    nb = run_notebook(tmp_path, "03-batch-triage", {"paths": [str(SAMPLES / "idle"), str(SAMPLES / "nocopy-fault")],
+                                                     "jobs": 2})
+    outs = outputs(nb)
+    assert any("image/png" in o.get("data", {}) for o in outs)
+    text = "".join("".join(o.get("text", "")) for o in outs)
+    assert "3 dumps in" in text   # idle vmcore, nocopy-fault vmcore and its capture-state dump
+
+
+@pytest.mark.slow
+def test_04_live_runs_headless_on_a_qemu_guest(tmp_path, live_guest):
+    source, _out = live_guest
+    nb = run_notebook(tmp_path, "04-live", {"source": source})
+    assert any("image/png" in o.get("data", {}) for o in outputs(nb))
