@@ -39,10 +39,8 @@ def _open(args):
 
 
 def _info_lines(dump) -> list[str]:
-    from dumpkit.kdump import collect_kdump
-
     info = dump.info
-    kd = collect_kdump(dump.prog)
+    kd = dump.kdump()
     rows = [
         ("source", info.source),
         ("format", info.format),
@@ -79,9 +77,7 @@ def cmd_info(args) -> int:
     if args.json:
         import dataclasses
 
-        from dumpkit.kdump import collect_kdump
-
-        out = {"info": dataclasses.asdict(dump.info), "kdump": dataclasses.asdict(collect_kdump(dump.prog))}
+        out = {"info": dataclasses.asdict(dump.info), "kdump": dataclasses.asdict(dump.kdump())}
         if args.sha256:
             out["info"]["sha256"] = dump.sha256()
         print(json.dumps(out, indent=1, default=str))

@@ -30,6 +30,10 @@ def verdict_text(v: Verdicts) -> str:
         lines.append(f"{e.bdf}  {e.name}  [{e.driver or 'no driver'}]  => {e.summary}")
         for claim in CLAIMS:
             lines.append(f"    {claim.replace('_', ' ') + ':':24}{getattr(e, claim)}")
+        if e.landed_pages:
+            shown = ", ".join(f"{p:#x}" for p in e.landed_pages[:6])
+            more = f" (+{len(e.landed_pages) - 6} more)" if len(e.landed_pages) > 6 else ""
+            lines.append(f"    {'landed in pages:':24}{shown}{more}")
     lines += [f"!! {err}" for err in v.errors]
     return "\n".join(lines)
 
