@@ -100,3 +100,25 @@ def test_renderers_agree_with_the_collection(case):
     labels = [t.get_text() for t in ax.texts]
     assert len(labels) == len(tree) and all(d.bdf[5:] in "".join(labels) for d in tree)
     matplotlib.pyplot.close(ax.figure)
+
+
+def test_tree_picture_stays_readable_with_many_functions():
+    """The sample tree grown to 33 functions (copies of a real endpoint behind the empty
+    switch port and on the root bus): no two labels overlap and the legend is there."""
+    import dataclasses
+
+    from dumpkit.pci.collect import PciTree
+
+    tree = collect_pci(dumpkit.open(dump_path(DUMPS[0])).prog)
+    ep = next(d for d in tree if d.driver == "virtio-pci" and d.parent)
+    port = next(d.bdf for d in tree if d.pcie_port_type == "downstream_port" and not tree.children(d.bdf))
+    extra = [dataclasses.replace(ep, bdf=f"0000:{0x70:02x}:00.{i}", parent=port) for i in range(8)]
+    extra += [dataclasses.replace(ep, bdf=f"0000:00:{0x10 + i:02x}.0", parent=None) for i in range(6)]
+    big = PciTree(sorted(list(tree) + extra, key=lambda d: d.bdf))
+    assert len(big) >= 30
+    ax = plot_tree(big)
+    renderer = ax.figure.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert not [(i, j) for i in range(len(boxes)) for j in range(i + 1, len(boxes)) if boxes[i].overlaps(boxes[j])]
+    assert ax.get_legend() is not None
+    matplotlib.pyplot.close(ax.figure)
