@@ -35,10 +35,12 @@ def driver_buffers(prog: drgn.Program, pdev: drgn.Object) -> list[tuple[str, int
     e1000e RX/TX descriptor rings. Empty for other drivers."""
     if not pdev.dev.driver or pdev.dev.driver.name.string_() != b"e1000e":
         return []
-    from drgn.helpers.linux.net import netdev_priv
+    from dumpkit.rings.e1000e import e1000e_adapter
 
-    netdev = drgn.cast("struct net_device *", pdev.dev.driver_data)
-    adapter = drgn.cast("struct e1000_adapter *", netdev_priv(netdev))
+    found = e1000e_adapter(prog, pdev)
+    if found is None:
+        return []
+    adapter = found[1]
     out = []
     for label, ring in (("e1000e RX descriptor ring", adapter.rx_ring), ("e1000e TX descriptor ring", adapter.tx_ring)):
         if ring:

@@ -8,19 +8,33 @@ import drgn
 
 from dumpkit.rings.base import QueueEvidence
 
-__all__ = ["decode_e1000e"]
+__all__ = ["decode_e1000e", "e1000e_adapter"]
 
 E1000_RXD_STAT_DD = 0x01
 DESC_SIZE = 16
 
 
-def decode_e1000e(prog: drgn.Program, pdev: drgn.Object) -> list[QueueEvidence]:
+def e1000e_adapter(prog: drgn.Program, pdev: drgn.Object) -> tuple[drgn.Object, drgn.Object] | None:
+    """(net_device *, e1000_adapter *) of an e1000e function, or None before probe.
+
+    e1000 and e1000e both define ``struct e1000_adapter``: take e1000e's by its header."""
     from drgn.helpers.linux.net import netdev_priv
 
     netdev = drgn.cast("struct net_device *", pdev.dev.driver_data)
     if not netdev:
+        return None
+    try:
+        adapter_t = prog.type("struct e1000_adapter", "e1000e/e1000.h")
+    except LookupError:
+        adapter_t = prog.type("struct e1000_adapter")
+    return netdev, drgn.cast(prog.pointer_type(adapter_t), netdev_priv(netdev))
+
+
+def decode_e1000e(prog: drgn.Program, pdev: drgn.Object) -> list[QueueEvidence]:
+    found = e1000e_adapter(prog, pdev)
+    if found is None:
         return []
-    adapter = drgn.cast("struct e1000_adapter *", netdev_priv(netdev))
+    netdev, adapter = found
     ring = adapter.rx_ring
     if not ring or not ring.desc or not ring.count:
         return []
