@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+import drgn
+
 from dumpkit.errors import EXIT_CODES, AnalysisError, DumpkitError
 
 __all__ = ["main"]
@@ -286,6 +288,16 @@ def main(argv: list[str] | None = None) -> int:
     except DumpkitError as e:
         print(f"dumpkit: error: {e}", file=sys.stderr)
         return e.exit_code
+    except (drgn.FaultError, LookupError, AttributeError, OSError) as e:
+        # reading kernel data through drgn failed somewhere no collector expected it:
+        # one line for the user; DUMPKIT_DEBUG=1 shows the traceback
+        import os
+
+        if os.environ.get("DUMPKIT_DEBUG"):
+            raise
+        print(f"dumpkit: error: reading the kernel's data failed ({type(e).__name__}: {e}); the dump may be "
+              "incomplete or from a kernel dumpkit does not know (DUMPKIT_DEBUG=1 for details)", file=sys.stderr)
+        return AnalysisError.exit_code
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

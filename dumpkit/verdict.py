@@ -98,7 +98,7 @@ def _virtio_bypasses_iommu(pdev: drgn.Object) -> bool:
     try:
         vp_dev = drgn.cast("struct virtio_pci_device *", pdev.dev.driver_data)
         return not (vp_dev.vdev.features.value_() >> 33) & 1
-    except (drgn.FaultError, LookupError):
+    except (drgn.FaultError, LookupError, AttributeError):
         return False
 
 
@@ -135,7 +135,7 @@ def judge(dump, capture_logs: list[str | Path] = (), capture_dump=None) -> Verdi
     if capture_dump is not None:
         try:
             copied = _copied_in_capture(capture_dump)
-        except (drgn.FaultError, LookupError) as e:
+        except (drgn.FaultError, LookupError, AttributeError) as e:
             errors.append(f"capture dump's VT-d tables unreadable: {e}")
     faults_by_dev: dict[str, list] = {}
     for c in state.correlations:

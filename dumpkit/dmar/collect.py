@@ -47,13 +47,17 @@ def collect_dmar(dump, logs: list[str | Path] = ()) -> DmarState:
     """
     prog = dump.prog
     errors: list[str] = []
-    units = collect_units(prog)
-    entries = collect_context_entries(prog, units)
-    mappings = collect_device_mappings(prog, entries)
+    try:
+        units = collect_units(prog)
+        entries = collect_context_entries(prog, units)
+        mappings = collect_device_mappings(prog, entries)
+    except (drgn.FaultError, LookupError, AttributeError) as e:
+        units, entries, mappings = [], [], []
+        errors.append(f"VT-d state unreadable in this dump: {type(e).__name__}: {e}")
     try:
         faults = parse_printk(prog, "printk")
         sources = ["printk"]
-    except (drgn.FaultError, LookupError) as e:
+    except (drgn.FaultError, LookupError, AttributeError) as e:
         faults, sources = [], []
         errors.append(f"printk buffer unreadable: {e}")
     for log in logs:

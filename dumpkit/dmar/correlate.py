@@ -96,7 +96,7 @@ def correlate_faults(prog: drgn.Program, tree: PciTree, mappings: list[DeviceMap
         if bdf not in buffers_cache:
             try:
                 buffers_cache[bdf] = driver_buffers(prog, pdevs[bdf])
-            except (drgn.FaultError, LookupError, ValueError) as e:
+            except (drgn.FaultError, LookupError, ValueError, AttributeError) as e:
                 buffers_cache[bdf] = []
                 corr.note = f"driver buffers unreadable: {e}"
         corr.buffer = next((label for label, iova, size in buffers_cache[bdf]

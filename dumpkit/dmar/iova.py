@@ -79,7 +79,7 @@ def collect_iova(prog: drgn.Program, pdev: drgn.Object, max_nodes: int = 1 << 20
     alloc = IovaAllocator(name, source, iovad.granule.value_())
     try:
         windows = [("MSI window", *MSI_WINDOW)] + [("PCI window", s, e) for s, e in _host_windows(prog)]
-    except (drgn.FaultError, LookupError) as e:
+    except (drgn.FaultError, LookupError, AttributeError) as e:
         windows = [("MSI window", *MSI_WINDOW)]
         alloc.errors.append(f"PCI host bridge windows unreadable: {e}")
     shift = alloc.granule.bit_length() - 1

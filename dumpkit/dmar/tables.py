@@ -200,7 +200,7 @@ def collect_context_entries(prog: drgn.Program, units: list[IommuUnit]) -> list[
             entries.append(bad)
     try:
         view = _kernel_view(prog)
-    except (drgn.FaultError, LookupError) as e:
+    except (drgn.FaultError, LookupError, AttributeError) as e:
         for entry in entries:
             entry.errors.append(f"kernel device/domain view unreadable: {e}")
         return entries

@@ -74,7 +74,7 @@ def collect_kdump(prog: drgn.Program) -> KdumpState:
     def attempt(name, fn):
         try:
             return fn()
-        except (KeyError, LookupError, drgn.FaultError, drgn.ObjectAbsentError) as e:
+        except (KeyError, LookupError, AttributeError, drgn.FaultError, drgn.ObjectAbsentError) as e:
             state.unknown[name] = f"{type(e).__name__}: {e}"
             return None
 

@@ -134,7 +134,7 @@ class _Reader:
                 return None
         try:
             return fn(self.pdev)
-        except (drgn.FaultError, LookupError, ValueError, TypeError, drgn.ObjectAbsentError) as e:
+        except (drgn.FaultError, LookupError, ValueError, TypeError, drgn.ObjectAbsentError, AttributeError) as e:
             self.unknown[name] = f"{type(e).__name__}: {e}"
             return None
 
@@ -291,7 +291,7 @@ def collect_pci(prog: drgn.Program, pci_ids: str | None = None) -> PciTree:
         for pdev in _pci_devs(prog):
             try:
                 devices.append(_read_device(prog, pdev, ids, reset_names))
-            except (drgn.FaultError, LookupError, ValueError) as e:
+            except (drgn.FaultError, LookupError, ValueError, AttributeError) as e:
                 errors.append(f"struct pci_dev at {pdev.value_():#x}: {e}")
     except AnalysisError as e:
         if not devices:

@@ -31,7 +31,7 @@ def ring_evidence(prog: drgn.Program, pdev: drgn.Object, translate=None) -> Ring
                             note="no driver bound" if driver is None else f"no decoder for {driver}")
     try:
         queues = decoder(prog, pdev)
-    except (drgn.FaultError, LookupError, ValueError, TypeError) as e:
+    except (drgn.FaultError, LookupError, ValueError, TypeError, AttributeError) as e:
         return RingEvidence(name, driver, "error", note=f"{type(e).__name__}: {e}")
     if not queues:
         return RingEvidence(name, driver, "not set up", note="driver bound but no rings allocated")

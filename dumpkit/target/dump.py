@@ -127,7 +127,7 @@ class Dump:
         def attempt(name, fn, reason_if_none=None):
             try:
                 value = fn()
-            except (drgn.FaultError, LookupError, ValueError, drgn.ObjectAbsentError) as e:
+            except (drgn.FaultError, LookupError, ValueError, drgn.ObjectAbsentError, AttributeError) as e:
                 unknown[name] = f"{type(e).__name__}: {e}"
                 return None
             if value is None and reason_if_none:

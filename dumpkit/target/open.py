@@ -144,7 +144,7 @@ def open_target(source: str | os.PathLike, debuginfo: str | os.PathLike | None =
     dump = Dump(prog, source, kind, corefile, debug)
     try:
         release = dump.prog["UTS_RELEASE"].string_()
-    except (drgn.FaultError, LookupError) as e:
+    except (drgn.FaultError, LookupError, AttributeError) as e:
         raise DumpkitError(f"{source}: kernel data unreadable with {debug.path}: {e}",
                            "check that the debug file and the dump belong together") from None
     if not release:
