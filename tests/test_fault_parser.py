@@ -209,3 +209,19 @@ def test_serr_and_aer():
     assert (aer1.requester, aer1.reason) == ("0000:01:00.0", "Uncorrected (Non-Fatal)")
     assert aer2.requester == "01:00.0" and aer2.detail["multiple"]
     assert (bus.requester, bus.detail["type"]) == ("0000:01:00.0", "Transaction Layer")
+
+
+@pytest.mark.parametrize("text,expected", [
+    # 3.x: pr_fmt "dmar: " in front of the old two-line form
+    ("dmar: DMAR:[DMA Read] Request device [00:02.0] fault addr 7f3df000 \n"
+     "DMAR:[fault reason 06] PTE Read access is not set", ("00:02.0", 0x7F3DF000, "read", 6)),
+    # a segment in the requester
+    ("DMAR: [DMA Write NO_PASID] Request device [0000:3a:00.1] fault addr 0x1000 [fault reason 0x05] "
+     "PTE Write access is not set", ("0000:3a:00.1", 0x1000, "write", 5)),
+    # AMD-Vi behind an IOMMU device prefix
+    ("iommu ivhd0: AMD-Vi: Event logged [IO_PAGE_FAULT device=0000:07:00.1 domain=0x000e "
+     "address=0xfdf9a000 flags=0x0020]", ("0000:07:00.1", 0xFDF9A000, "write", None)),
+])
+def test_more_prefixes_and_requester_forms(text, expected):
+    (rec,) = [r for r in parse_log(text) if r.address is not None]
+    assert (rec.requester, rec.address, rec.access, rec.reason_code) == expected

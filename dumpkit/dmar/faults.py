@@ -76,7 +76,8 @@ def _bdf(bus: str, dev: str, fn: str, seg: str | None = None) -> str:
 _HEXNUM = r"(?:0x)?[0-9a-fA-F]+"
 _VTD_FAULT = re.compile(
     r"DMAR: ?\[(?P<type>DMA Read|DMA Write|INTR-REMAP)(?: (?:NO_PASID|PASID (?P<pasid_a>" + _HEXNUM + r")))?\] ?"
-    r"Request device \[+(?:0x)?(?P<bus>[0-9a-fA-F]{1,2}):(?:0x)?(?P<dev>[0-9a-fA-F]{1,2})\.(?P<fn>[0-7])\]"
+    r"Request device \[+(?:(?P<seg>[0-9a-fA-F]{4}):)?(?:0x)?(?P<bus>[0-9a-fA-F]{1,2}):(?:0x)?(?P<dev>[0-9a-fA-F]{1,2})"
+    r"\.(?P<fn>[0-7])\]"
     r"(?: PASID (?P<pasid_b>[0-9a-fA-F]+))?"
     r" fault (?P<what>addr|index) (?P<addr>" + _HEXNUM + r")"
     r"(?: ?\[fault reason (?P<reason>" + _HEXNUM + r")\] ?(?P<text>.*?))?\s*$")
@@ -122,7 +123,7 @@ def _vtd_fault(m: re.Match) -> FaultRecord | None:
         if pasid in (0xFFFFFFFF, 0xFFFFF):   # "PASID ffffffff": none (5.5-5.13)
             pasid = None
     rec = FaultRecord(kind="intr-remap" if ir else "dma-remap", iommu="intel-vtd", raw="",
-                      requester=_bdf(m.group("bus"), m.group("dev"), m.group("fn")), pasid=pasid)
+                      requester=_bdf(m.group("bus"), m.group("dev"), m.group("fn"), m.group("seg")), pasid=pasid)
     value = _hex(m.group("addr"))
     if ir:
         rec.detail["irte_index"] = value
