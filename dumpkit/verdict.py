@@ -149,7 +149,7 @@ def judge(dump, capture_logs: list[str | Path] = (), capture_dump=None) -> Verdi
 
     out = []
     for dev in tree:
-        if dev.is_bridge or (dev.class_code or 0) >> 8 == 0x0600:
+        if not dev.is_endpoint:
             continue
         name = dev.device_name or dev.class_name or f"{dev.vendor:04x}:{dev.device:04x}"
         # could DMA at the crash: the PCI state, then the IOMMU's writable mappings

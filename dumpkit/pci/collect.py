@@ -66,6 +66,7 @@ class PciDevice:
 
     @property
     def is_endpoint(self) -> bool:
+        """Neither a bridge nor the host bridge: a function that issues DMA of its own."""
         return not self.is_bridge and (self.class_code or 0) >> 8 != 0x0600
 
     @property
