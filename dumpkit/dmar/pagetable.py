@@ -67,7 +67,7 @@ def _present(page: bytes) -> list[tuple[int, int]]:
 
 
 def walk_page_table(prog: drgn.Program, root: int, levels: int, max_tables: int = MAX_TABLES) -> PageTableWalk:
-    """Walk a second-level page table.
+    """Walk a second-level page table; leaves come out in ascending IOVA order.
 
     :param root: physical address of the top-level table
     :param levels: 3, 4 or 5 (``agaw + 2``; the context entry's AW field)
@@ -131,11 +131,11 @@ def summarise(leaves: list[Leaf]) -> tuple[list[MappingRange], dict]:
 def lookup(leaves: list[Leaf], iova: int) -> tuple[int, bool, bool] | None:
     """Translate one IOVA through a walked table.
 
+    :param leaves: in ascending IOVA order, as :func:`walk_page_table` returns them
     :return: (physical address, readable, writable), or None if not mapped
     """
-    ordered = sorted(leaves, key=lambda x: x.iova)
-    i = bisect.bisect_right([x.iova for x in ordered], iova) - 1
-    if i >= 0 and iova < ordered[i].iova + ordered[i].size:
-        leaf = ordered[i]
+    i = bisect.bisect_right(leaves, iova, key=lambda x: x.iova) - 1
+    if i >= 0 and iova < leaves[i].iova + leaves[i].size:
+        leaf = leaves[i]
         return leaf.phys + (iova - leaf.iova), leaf.read, leaf.write
     return None
