@@ -6,6 +6,7 @@ from __future__ import annotations
 import drgn
 
 from dumpkit.rings.base import QueueEvidence, RingEvidence
+from dumpkit.target.debuginfo import module_debug_status
 from dumpkit.rings.e1000e import decode_e1000e
 from dumpkit.rings.nvme import decode_nvme
 from dumpkit.rings.virtio import decode_virtio
@@ -13,6 +14,9 @@ from dumpkit.rings.virtio import decode_virtio
 __all__ = ["RingEvidence", "QueueEvidence", "ring_evidence", "DECODERS"]
 
 DECODERS = {"e1000e": decode_e1000e, "nvme": decode_nvme, "virtio-pci": decode_virtio}
+# Modules whose types each decoder reads (when they are modules, not built in): without
+# their debug info the decoder cannot run, and the evidence says what to install.
+DECODER_MODULES = {"e1000e": ("e1000e",), "nvme": ("nvme",), "virtio-pci": ("virtio_pci", "virtio_ring")}
 
 
 def ring_evidence(prog: drgn.Program, pdev: drgn.Object, translate=None) -> RingEvidence:
@@ -29,6 +33,10 @@ def ring_evidence(prog: drgn.Program, pdev: drgn.Object, translate=None) -> Ring
     if decoder is None:
         return RingEvidence(name, driver, "no ring decoder",
                             note="no driver bound" if driver is None else f"no decoder for {driver}")
+    for module in DECODER_MODULES.get(driver or "", ()):
+        reason = module_debug_status(prog, module)
+        if reason:
+            return RingEvidence(name, driver, "no debug info", note=reason)
     try:
         queues = decoder(prog, pdev)
     except (drgn.FaultError, LookupError, ValueError, TypeError, AttributeError) as e:

@@ -23,7 +23,8 @@ class QueueEvidence:
 @dataclass
 class RingEvidence:
     """Evidence for one endpoint. ``status`` is "decoded", "no ring decoder", "not set up"
-    (driver bound but rings absent) or "error"."""
+    (driver bound but rings absent), "no debug info" (the driver's module has none: the
+    note says what to install) or "error"."""
 
     device: str
     driver: str | None

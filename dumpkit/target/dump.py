@@ -11,7 +11,7 @@ from pathlib import Path
 import drgn
 
 from dumpkit.target.corefile import CoreFile
-from dumpkit.target.debuginfo import DebugFile
+from dumpkit.target.debuginfo import DebugFile, KernelModule
 
 __all__ = ["Dump", "DumpInfo", "vmcoreinfo_fields"]
 
@@ -68,13 +68,19 @@ class Dump:
     """
 
     def __init__(self, prog: drgn.Program, source: str, kind: str, corefile: CoreFile | None,
-                 debug: DebugFile):
+                 debug: DebugFile, modules: list[KernelModule] | None = None):
         self.prog = prog
         self.source = source
         self.kind = kind
         self.corefile = corefile
         self.debug = debug
+        self._modules = list(modules or [])
         self._cache: dict[str, object] = {}
+
+    def modules(self) -> list[KernelModule]:
+        """The kernel's loaded modules (name, address, build-id) and whether debug info
+        was found for each; empty for a kernel without loadable modules."""
+        return list(self._modules)
 
     @property
     def live(self) -> bool:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 import drgn
 
 from dumpkit.errors import AccessError, ConnectionFailed, DebugInfoError, DumpkitError, InputError
 from dumpkit.target.corefile import CoreFile, inspect_core_file
-from dumpkit.target.debuginfo import DebugFile, check_debug_file, find_manifest_debug_file
+from dumpkit.target.debuginfo import DebugFile, KernelModule, load_kernel_debug_info
 from dumpkit.target.dump import Dump, vmcoreinfo_fields
 
 __all__ = ["KCORE", "open_target"]
@@ -85,47 +85,33 @@ def _attach_qmp(socket_path: str) -> drgn.Program:
     return prog
 
 
-def _load_debug_info(prog: drgn.Program, debuginfo: str | None, dump_path: Path | None) -> DebugFile:
-    build_id = vmcoreinfo_fields(prog).get("BUILD-ID")
-    if debuginfo is not None:
-        chosen = check_debug_file(debuginfo, build_id)
-    else:
-        chosen = find_manifest_debug_file(build_id, dump_path)
-    if chosen is not None:
-        try:
-            prog.load_debug_info([chosen.path])
-        except drgn.MissingDebugInfoError as e:
-            raise DebugInfoError(f"{chosen.path} has no usable debug info for this kernel: {e}",
-                                 "pass the vmlinux built with debug info (CONFIG_DEBUG_INFO)") from None
-        return chosen
-    # drgn's standard search, never the network
-    prog.set_enabled_debug_info_finders(
-        [f for f in prog.enabled_debug_info_finders() if f != "debuginfod"])
-    drgn_log = logging.getLogger("drgn")
-    level = drgn_log.level
-    drgn_log.setLevel(logging.CRITICAL)  # its "missing debugging symbols" warning becomes our error
-    try:
-        prog.load_default_debug_info()
-    except drgn.MissingDebugInfoError:
-        pass
-    finally:
-        drgn_log.setLevel(level)
-    main = prog.main_module()
-    if main is None or main.debug_file_path is None:
-        release = vmcoreinfo_fields(prog).get("OSRELEASE", "?")
-        raise DebugInfoError(f"no debug info found for kernel {release} (build-id {build_id or 'unknown'})",
-                             "pass its vmlinux with --debuginfo PATH")
-    return DebugFile(main.debug_file_path, build_id, "drgn standard search")
+def _debuginfo_paths(debuginfo) -> list[str]:
+    if debuginfo is None:
+        return []
+    if isinstance(debuginfo, (str, os.PathLike)):
+        return [str(debuginfo)]
+    return [str(p) for p in debuginfo]
 
 
-def open_target(source: str | os.PathLike, debuginfo: str | os.PathLike | None = None,
-                vmcoreinfo: str | os.PathLike | None = None) -> Dump:
+def _load_debug_info(prog: drgn.Program, paths: list[str], dump_path: Path | None,
+                     debuginfod: bool) -> tuple[DebugFile, list[KernelModule]]:
+    vmci = vmcoreinfo_fields(prog)
+    return load_kernel_debug_info(prog, paths, vmci.get("BUILD-ID"), vmci.get("OSRELEASE"), dump_path,
+                                  debuginfod=debuginfod)
+
+
+def open_target(source: str | os.PathLike,
+                debuginfo: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+                vmcoreinfo: str | os.PathLike | None = None, debuginfod: bool | None = None) -> Dump:
     """Open a kernel for analysis.
 
     :param source: a vmcore path (ELF or kdump-compressed), ``"live"`` for /proc/kcore,
         or ``"qmp:SOCKET"`` for a running QEMU guest
-    :param debuginfo: the kernel's debug file; default: the sample-dumps manifest entry
-        for the kernel's build-id, else drgn's standard search (no network)
+    :param debuginfo: debug info files and directories (a vmlinux, module ``.ko``/``.ko.debug``
+        files, ``/usr/lib/debug`` or an unpacked debug package), matched by build-id;
+        default: drgn's standard search, then the sample-dumps manifest
+    :param debuginfod: also ask debuginfod servers (network); default: only when the
+        environment sets ``DUMPKIT_DEBUGINFOD=1``
     :param vmcoreinfo: a VMCOREINFO text to use instead of the dump's own (for a QEMU
         dump of a capture kernel, whose header carries the crashed kernel's)
     :raises DumpkitError: with a one-line message and an exit code
@@ -140,8 +126,11 @@ def open_target(source: str | os.PathLike, debuginfo: str | os.PathLike | None =
     else:
         prog, corefile = _attach_file(source, vmci_text)
         kind = "vmcore"
-    debug = _load_debug_info(prog, str(debuginfo) if debuginfo else None, corefile.path if corefile else None)
-    dump = Dump(prog, source, kind, corefile, debug)
+    if debuginfod is None:
+        debuginfod = os.environ.get("DUMPKIT_DEBUGINFOD", "") not in ("", "0")
+    debug, modules = _load_debug_info(prog, _debuginfo_paths(debuginfo), corefile.path if corefile else None,
+                                      debuginfod)
+    dump = Dump(prog, source, kind, corefile, debug, modules)
     try:
         release = dump.prog["UTS_RELEASE"].string_()
     except (drgn.FaultError, LookupError, AttributeError) as e:
