@@ -92,16 +92,6 @@ def _reset_lines(texts: list[str]) -> tuple[dict[str, float | None], dict[str, s
     return reset, not_reset
 
 
-def _virtio_bypasses_iommu(pdev: drgn.Object) -> bool:
-    """A virtio device that did not negotiate VIRTIO_F_ACCESS_PLATFORM uses physical
-    addresses and is not translated by the IOMMU (vring_use_dma_api() is false)."""
-    try:
-        vp_dev = drgn.cast("struct virtio_pci_device *", pdev.dev.driver_data)
-        return not (vp_dev.vdev.features.value_() >> 33) & 1
-    except (drgn.FaultError, LookupError, AttributeError):
-        return False
-
-
 def _copied_in_capture(capture_dump) -> set[str] | None:
     from dumpkit.dmar.tables import collect_context_entries
     from dumpkit.dmar.units import collect_units
@@ -120,7 +110,7 @@ def judge(dump, capture_logs: list[str | Path] = (), capture_dump=None) -> Verdi
     """
     from dumpkit.dmar.collect import collect_dmar
     from dumpkit.dmar.pagetable import lookup
-    from dumpkit.rings import ring_evidence
+    from dumpkit.rings import iommu_bypass, ring_evidence
 
     errors: list[str] = []
     texts = [Path(p).read_text(errors="replace") for p in capture_logs]
@@ -156,10 +146,14 @@ def judge(dump, capture_logs: list[str | Path] = (), capture_dump=None) -> Verdi
         could = Claim(dev.could_dma, [dev.could_dma_reason] if dev.could_dma_reason else [])
         m, e = mappings.get(dev.bdf), entries.get(dev.bdf)
         pdev = pdevs.get(dev.bdf)
-        bypass = pdev is not None and dev.driver == "virtio-pci" and _virtio_bypasses_iommu(pdev)
+        bypass, bypass_why = iommu_bypass(dump.prog, pdev) if pdev is not None else (False, "")
         if could.value and have_iommu:
             if bypass:
-                could.evidence.append("virtio without VIRTIO_F_ACCESS_PLATFORM: its DMA bypasses the IOMMU")
+                could.evidence.append(bypass_why)
+            elif bypass is None:
+                # whether the IOMMU translates its DMA at all is unknown: so is what it could reach
+                could = Claim(None, could.evidence + [f"whether its DMA goes through the IOMMU is unknown: "
+                                                      f"{bypass_why}"])
             elif e is None:
                 could = Claim(False, could.evidence + ["no present context entry: the IOMMU blocks its DMA"])
             elif e.translation == "pass-through":

@@ -8,7 +8,20 @@ from drgn.helpers.linux.list import list_for_each_entry
 
 from dumpkit.rings.base import QueueEvidence
 
-__all__ = ["decode_virtio"]
+__all__ = ["decode_virtio", "virtio_bypasses_iommu"]
+
+VIRTIO_F_ACCESS_PLATFORM = 33
+
+
+def virtio_bypasses_iommu(prog: drgn.Program, pdev: drgn.Object) -> tuple[bool, str]:
+    """A virtio device that did not negotiate VIRTIO_F_ACCESS_PLATFORM uses physical
+    addresses and is not translated by the IOMMU (``vring_use_dma_api()`` is false)."""
+    vp_dev = drgn.cast("struct virtio_pci_device *", pdev.dev.driver_data)
+    if not vp_dev:
+        return False, ""
+    if (vp_dev.vdev.features.value_() >> VIRTIO_F_ACCESS_PLATFORM) & 1:
+        return False, ""
+    return True, "virtio without VIRTIO_F_ACCESS_PLATFORM: its DMA bypasses the IOMMU"
 
 
 def decode_virtio(prog: drgn.Program, pdev: drgn.Object) -> list[QueueEvidence]:

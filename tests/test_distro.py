@@ -1,0 +1,203 @@
+"""Debian's stock kernel (drivers as modules, debug info from its -dbg package, KASLR on):
+the scenarios scripts/setup generates into the cache, checked against the ground truth
+and QEMU trace taken in the same run. Devices are found by driver or class, never by BDF,
+and nothing depends on the package version."""
+
+from __future__ import annotations
+
+import json
+import lzma
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import dumpkit
+from conftest import SAMPLES
+from dumpkit.dmar.collect import collect_dmar
+from dumpkit.verdict import judge
+
+CACHE = Path(os.environ.get("DUMPKIT_CACHE") or Path.home() / ".cache" / "dumpkit")
+
+
+def _distro_roots() -> list[Path]:
+    roots = []
+    for manifest in sorted((CACHE / "samples").glob("*/manifest.json")):
+        data = json.loads(manifest.read_text())
+        if data.get("kernel", {}).get("debug_dir") and \
+                {d["scenario"] for d in data["dumps"]} >= {"distro-copied-traffic", "distro-nocopy-fault"}:
+            roots.append(manifest.parent)
+    return roots
+
+
+ROOTS = _distro_roots()
+if not ROOTS and os.environ.get("CI"):
+    raise RuntimeError(f"no stock-kernel samples under {CACHE / 'samples'}: scripts/setup generates them")
+pytestmark = pytest.mark.skipif(not ROOTS, reason="no stock-kernel samples in the cache: run scripts/setup "
+                                "(sample-dumps/generate --scenario distro)")
+ROOT = ROOTS[-1] if ROOTS else None
+SCENARIOS = ["distro-copied-traffic", "distro-nocopy-fault"]
+TINY = {"distro-copied-traffic": "copied-traffic", "distro-nocopy-fault": "nocopy-fault"}
+
+
+def debug_dir() -> Path:
+    kernel = json.loads((ROOT / "manifest.json").read_text())["kernel"]
+    return (ROOT / kernel["debug_dir"]).resolve()
+
+
+def vmlinux() -> Path:
+    kernel = json.loads((ROOT / "manifest.json").read_text())["kernel"]
+    return (ROOT / kernel["debug_file"]).resolve()
+
+
+_OPENED: dict = {}
+
+
+def opened(scenario: str, only_vmlinux: bool = False):
+    key = (scenario, only_vmlinux)
+    if key not in _OPENED:
+        dbg = [vmlinux()] if only_vmlinux else [debug_dir()]
+        _OPENED[key] = dumpkit.open(ROOT / scenario / "vmcore.kdump", debuginfo=dbg)
+    return _OPENED[key]
+
+
+def truth(scenario: str) -> dict:
+    return json.loads((ROOT / scenario / "ground-truth" / "pci.json").read_text())["devices"]
+
+
+def nic(scenario: str) -> str:
+    return next(b for b, d in truth(scenario).items() if d["driver"] == "e1000e")
+
+
+def run_facts(scenario: str) -> dict:
+    return json.loads((ROOT / scenario / "run.json").read_text())
+
+
+def verdicts(scenario: str, only_vmlinux: bool = False):
+    return judge(opened(scenario, only_vmlinux), [ROOT / scenario / "capture-dmesg.txt"])
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_pci_tree_equals_ground_truth(scenario):
+    tree, gt = opened(scenario).pci(), truth(scenario)
+    assert [d.bdf for d in tree] == sorted(gt)
+    for dev in tree:
+        t = gt[dev.bdf]
+        assert (dev.vendor, dev.device, dev.class_code, dev.revision) == \
+               (t["vendor"], t["device"], t["class"], t["revision"]), dev.bdf
+        assert dev.parent == t["parent_bridge"] and dev.pcie_port_type == t["pcie_port_type"], dev.bdf
+        assert (dev.driver, dev.enable_count, dev.power_state, dev.iommu_group) == \
+               (t["driver"], t["enable"], t["power_state"], t["iommu_group"]), dev.bdf
+        if dev.driver:
+            assert dev.is_busmaster == t["bus_master"], dev.bdf
+        assert dev.unknown == {}, dev.bdf
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_modules_match_proc_modules_and_have_debug_info(scenario):
+    """Names and load addresses as the guest's /proc/modules showed them (KASLR moved the
+    modules: the addresses differ from run to run), each matched to its .ko by build-id."""
+    dump = opened(scenario)
+    gt = {}
+    for line in (ROOT / scenario / "ground-truth" / "modules.txt").read_text().splitlines():
+        f = line.split()
+        gt[f[0]] = (int(f[1]), int(f[5], 16))
+    mods = {m.name: m for m in dump.modules()}
+    assert set(mods) == set(gt)
+    for name, (size, addr) in gt.items():
+        m = mods[name]
+        assert m.address <= addr < m.address + m.size, name
+        assert m.status == "debug info loaded" and m.debug_file and m.build_id, name
+        assert m.debug_file.startswith(str(debug_dir())), name
+    assert int(dump.vmcoreinfo.get("KERNELOFFSET", "0"), 16) != 0, "KASLR should be on"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_nic_did_dma_after_the_crash_as_qemu_recorded(scenario):
+    v = verdicts(scenario).get(nic(scenario))
+    traced = run_facts(scenario)["qemu_events"]["counts"]["crash_to_capture_init"].get(
+        "e1000e_rx_written_to_guest", 0)
+    assert v.did_dma_after_crash.value is True
+    assert abs(v.post_crash_completions - traced) <= 5, (v.post_crash_completions, traced)
+    assert v.landed_pages
+
+
+def test_nocopy_fault_attributed_to_the_nic_and_resolved_in_the_first_kernels_tables():
+    sc = "distro-nocopy-fault"
+    state = collect_dmar(opened(sc), [ROOT / sc / "capture-dmesg.txt"])
+    logged = [c for c in state.correlations if c.fault.kind == "dma-remap" and c.fault.source != "printk"]
+    assert logged, "the capture log holds a DMA fault"
+    with lzma.open(ROOT / sc / "qemu-trace.log.xz", "rt") as f:
+        traced = {(int(m.group(1), 16), int(m.group(2), 16) & ~0xFFF)
+                  for m in re.finditer(r"vtd_dmar_fault sid (0x[0-9a-f]+) fault \d+ addr (0x[0-9a-f]+)", f.read())}
+    for c in logged:
+        assert c.device == nic(sc) and c.driver == "e1000e"
+        bus, dev, fn = (int(x, 16) for x in re.split(r"[:.]", c.device[5:]))
+        assert ((bus << 8) | (dev << 3) | fn, c.fault.address & ~0xFFF) in traced
+        assert c.phys is not None and c.writable and c.buffer
+    v = verdicts(sc).get(nic(sc))
+    assert v.hit_capture_kernel.value is True and v.faults >= 1
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_verdicts_same_in_kind_as_the_tinyconfig_pair(scenario):
+    distro, tiny = verdicts(scenario), TINY[scenario]
+    tiny_v = judge(dumpkit.open(SAMPLES / tiny / "vmcore.kdump"), [SAMPLES / tiny / "capture-dmesg.txt"])
+    tiny_nic = next(v for v in tiny_v.endpoints if v.driver == "e1000e")
+    assert distro.get(nic(scenario)).summary == tiny_nic.summary
+    for v in distro.endpoints:
+        assert "no debug info" not in str(v.did_dma_after_crash), v.bdf
+        assert "Error" not in str(v.did_dma_after_crash), v.bdf
+
+
+def test_vmlinux_only_makes_module_claims_unknown_with_the_package_hint():
+    sc = "distro-copied-traffic"
+    full, bare = verdicts(sc), verdicts(sc, only_vmlinux=True)
+    release = opened(sc).info.kernel_release
+    for f, b in zip(full.endpoints, bare.endpoints):
+        assert (f.bdf, str(f.hit_capture_kernel)) == (b.bdf, str(b.hit_capture_kernel))
+        if str(f.could_dma) != str(b.could_dma):
+            # only where the driver's state decides whether the IOMMU translates (virtio)
+            assert f.driver == "virtio-pci" and b.could_dma.value is None, b.bdf
+            assert "no debug info for module" in str(b.could_dma)
+        if f.driver in ("e1000e", "nvme", "virtio-pci"):
+            assert b.did_dma_after_crash.value is None, b.bdf
+            text = str(b.did_dma_after_crash)
+            assert "no debug info for module" in text and f"linux-image-{release}-dbg" in text, text
+        else:
+            assert str(f.did_dma_after_crash) == str(b.did_dma_after_crash)
+    mods = opened(sc, only_vmlinux=True).modules()
+    assert mods and all(m.status == "no debug info" and m.reason for m in mods)
+
+
+def _dumpkit(*args, check=True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "dumpkit.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+        assert "Traceback" not in proc.stderr
+    return proc
+
+
+def test_every_command_runs_on_the_stock_kernel_dumps(tmp_path):
+    dumps = [ROOT / sc / "vmcore.kdump" for sc in SCENARIOS]
+    dbg = debug_dir()
+    info = json.loads(_dumpkit("--debuginfo", dbg, "info", dumps[0], "--json").stdout)
+    assert info["info"]["kernel_release"] == opened(SCENARIOS[0]).info.kernel_release
+    pci = json.loads(_dumpkit("--debuginfo", dbg, "pci", dumps[0], "--json").stdout)
+    assert len(pci["devices"]) == len(truth(SCENARIOS[0]))
+    assert "e1000e RX descriptor ring" in _dumpkit("--debuginfo", dbg, "dmar", dumps[1]).stdout
+    verdict = json.loads(_dumpkit("--debuginfo", dbg, "verdict", dumps[1], "--json").stdout)
+    assert any(e["driver"] == "e1000e" and e["did_dma_after_crash"] is True for e in verdict["endpoints"])
+    assert "e1000e" in _dumpkit("--debuginfo", dbg, "compare", dumps[0], dumps[1]).stdout
+    # without --debuginfo: drgn's standard search, then the manifest beside the dumps
+    _dumpkit("pci", dumps[0])
+    out = tmp_path / "t.csv"
+    _dumpkit("--debuginfo", dbg, "triage", *dumps, "--format", "csv", "-o", out)
+    import pandas as pd
+
+    rows = pd.read_csv(out)
+    assert (rows["status"] == "ok").all() and len(rows) == 2
