@@ -38,7 +38,7 @@ if not ROOTS and os.environ.get("CI"):
     raise RuntimeError(f"no stock-kernel samples under {CACHE / 'samples'}: scripts/setup generates them")
 pytestmark = pytest.mark.skipif(not ROOTS, reason="no stock-kernel samples in the cache: run scripts/setup "
                                 "(sample-dumps/generate --scenario distro)")
-ROOT = ROOTS[-1] if ROOTS else None
+ROOT = max(ROOTS, key=lambda r: (r / "manifest.json").stat().st_mtime) if ROOTS else None
 SCENARIOS = ["distro-copied-traffic", "distro-nocopy-fault"]
 TINY = {"distro-copied-traffic": "copied-traffic", "distro-nocopy-fault": "nocopy-fault"}
 
