@@ -201,3 +201,25 @@ def test_every_command_runs_on_the_stock_kernel_dumps(tmp_path):
 
     rows = pd.read_csv(out)
     assert (rows["status"] == "ok").all() and len(rows) == 2
+
+
+def test_notebooks_and_report_on_the_stock_kernel_dumps(tmp_path):
+    papermill = pytest.importorskip("papermill")
+    from conftest import REPO
+
+    dbg = [str(debug_dir())]
+    for name, params in [("01-investigate", {"dump": str(ROOT / SCENARIOS[1] / "vmcore.kdump"), "debuginfo": dbg}),
+                         ("02-dma-at-crash-before-after",
+                          {"dump": str(ROOT / SCENARIOS[1] / "vmcore.kdump"),
+                           "after": str(ROOT / SCENARIOS[0] / "vmcore.kdump"), "debuginfo": dbg})]:
+        out = tmp_path / f"{name}.ipynb"
+        papermill.execute_notebook(str(REPO / "notebooks" / f"{name}.ipynb"), str(out), parameters=params,
+                                   cwd=str(REPO / "notebooks"), kernel_name="python3", progress_bar=False)
+        nb = json.loads(out.read_text())
+        outs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+        assert not [o for o in outs if o["output_type"] == "error"], name
+        assert any("image/png" in o.get("data", {}) for o in outs), name
+    html = tmp_path / "r.html"
+    _dumpkit("--debuginfo", dbg[0], "report", ROOT / SCENARIOS[1] / "vmcore.kdump", "--notebook", "01-investigate",
+             "-o", html)
+    assert opened(SCENARIOS[1]).info.kernel_release in html.read_text()
