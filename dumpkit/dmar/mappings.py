@@ -3,36 +3,16 @@ the ones the kernel's domains own."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import drgn
 from drgn.helpers.linux.list import list_for_each_entry
 from drgn.helpers.linux.mm import virt_to_phys
 from drgn.helpers.linux.pci import for_each_pci_dev
 
-from dumpkit.dmar.pagetable import Leaf, MappingRange, summarise, walk_page_table
+from dumpkit.dmar.pagetable import summarise, walk_page_table
+from dumpkit.iommu.model import DeviceMappings
 from dumpkit.dmar.tables import ContextEntry
 
 __all__ = ["DeviceMappings", "collect_device_mappings", "kernel_domain_roots"]
-
-
-@dataclass
-class DeviceMappings:
-    """What one device can reach through the IOMMU.
-
-    :param source: "context entry" (what the hardware walks) or "kernel domain"
-    """
-
-    device: str
-    source: str
-    root: int | None
-    levels: int | None
-    translation: str
-    leaves: list[Leaf] = field(default_factory=list, repr=False)
-    ranges: list[MappingRange] = field(default_factory=list)
-    summary: dict = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    entries_decoded: int = 0
 
 
 def collect_device_mappings(prog: drgn.Program, entries: list[ContextEntry]) -> list[DeviceMappings]:

@@ -6,12 +6,10 @@ outside the dump, too many tables) gives per-entry errors and never a hang.
 
 from __future__ import annotations
 
-import bisect
-from dataclasses import dataclass, field
-from typing import NamedTuple
-
 import drgn
 import numpy as np
+
+from dumpkit.iommu.model import Leaf, MappingRange, PageTableWalk, lookup, summarise
 
 __all__ = ["Leaf", "MappingRange", "PageTableWalk", "walk_page_table", "summarise", "lookup"]
 
@@ -20,43 +18,6 @@ LEVEL_BITS = 9
 PTE_ADDR_MASK = ((1 << 52) - 1) & ~(PAGE - 1)   # bits 51:12; the XD bit (63) and flags masked
 PTE_READ, PTE_WRITE, PTE_LARGE = 1, 2, 1 << 7
 MAX_TABLES = 1 << 18                            # 1 GiB of table pages: far beyond any real domain
-
-
-class Leaf(NamedTuple):
-    """A present leaf PTE: ``size`` is 4 KiB, 2 MiB or 1 GiB; ``path`` the entry values
-    from the top level down to this one."""
-
-    iova: int
-    phys: int
-    size: int
-    read: bool
-    write: bool
-    level: int
-    path: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class MappingRange:
-    """Contiguous IOVA range mapped to contiguous physical memory with one permission."""
-
-    iova: int
-    phys: int
-    size: int
-    read: bool
-    write: bool
-    superpage: bool
-
-
-@dataclass
-class PageTableWalk:
-    """Result of walking one page-table root."""
-
-    root: int
-    levels: int
-    leaves: list[Leaf] = field(default_factory=list)
-    tables_read: int = 0
-    entries_decoded: int = 0
-    errors: list[str] = field(default_factory=list)
 
 
 def _present(page: bytes) -> list[tuple[int, int]]:
@@ -106,36 +67,3 @@ def walk_page_table(prog: drgn.Program, root: int, levels: int, max_tables: int 
         return walk
     visit(root & ~(PAGE - 1), levels, 0, ())
     return walk
-
-
-def summarise(leaves: list[Leaf]) -> tuple[list[MappingRange], dict]:
-    """Coalesce leaves into ranges and count bytes.
-
-    :return: (ranges, {"ranges", "bytes", "writable_bytes", "pages", "superpages"})
-    """
-    ranges: list[MappingRange] = []
-    for leaf in sorted(leaves, key=lambda x: x.iova):
-        last = ranges[-1] if ranges else None
-        if (last and last.iova + last.size == leaf.iova and last.phys + last.size == leaf.phys
-                and (last.read, last.write) == (leaf.read, leaf.write)):
-            ranges[-1] = MappingRange(last.iova, last.phys, last.size + leaf.size, last.read, last.write,
-                                      last.superpage or leaf.size > PAGE)
-        else:
-            ranges.append(MappingRange(leaf.iova, leaf.phys, leaf.size, leaf.read, leaf.write, leaf.size > PAGE))
-    total = sum(r.size for r in ranges)
-    return ranges, {"ranges": len(ranges), "bytes": total,
-                    "writable_bytes": sum(r.size for r in ranges if r.write),
-                    "pages": len(leaves), "superpages": sum(1 for x in leaves if x.size > PAGE)}
-
-
-def lookup(leaves: list[Leaf], iova: int) -> tuple[int, bool, bool] | None:
-    """Translate one IOVA through a walked table.
-
-    :param leaves: in ascending IOVA order, as :func:`walk_page_table` returns them
-    :return: (physical address, readable, writable), or None if not mapped
-    """
-    i = bisect.bisect_right(leaves, iova, key=lambda x: x.iova) - 1
-    if i >= 0 and iova < leaves[i].iova + leaves[i].size:
-        leaf = leaves[i]
-        return leaf.phys + (iova - leaf.iova), leaf.read, leaf.write
-    return None

@@ -1,0 +1,170 @@
+"""The vendor-neutral IOMMU model: units, per-device translation entries, page-table
+leaves and mappings, and events read from an IOMMU's in-memory log. Backends
+(``iommu/vtd``, ``iommu/amd``) fill it; nothing above them names a vendor's structures."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+__all__ = ["Unit", "TranslationEntry", "Leaf", "MappingRange", "PageTableWalk", "DeviceMappings", "IommuEvent",
+           "summarise", "lookup"]
+
+PAGE = 4096
+
+
+@dataclass
+class Unit:
+    """One IOMMU (a VT-d DRHD unit, an AMD-Vi IVHD).
+
+    :param pci_id: the IOMMU's own PCI function where it is one (AMD-Vi), else None
+    :param capabilities: decoded capability/feature registers as the kernel cached them
+    :param copied_tables: the kernel took over the previous kernel's tables (kdump), or
+        None when the dump cannot tell
+    :param scope: the device ranges it translates ("0000:00:00.0-0000:ff:1f.7", BDFs)
+    """
+
+    vendor: str
+    name: str
+    pci_id: str | None
+    mmio_base: int | None
+    capabilities: dict = field(default_factory=dict)
+    flags: dict = field(default_factory=dict)
+    copied_tables: bool | None = None
+    scope: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TranslationEntry:
+    """How one requester id is translated: a VT-d context entry, an AMD-Vi device-table entry.
+
+    :param translation: "translated", "pass-through", "blocked" or "untranslated"
+    :param read, write: what the entry itself allows before any page table (None: not applicable)
+    :param copied: the entry was taken over from the previous kernel (kdump)
+    :param raw: the entry's words as the hardware reads them
+    """
+
+    bdf: str
+    unit: str
+    translation: str
+    domain_id: int | None
+    page_table: int | None
+    levels: int | None
+    read: bool | None = None
+    write: bool | None = None
+    copied: bool | None = None
+    device: str | None = None
+    domain_type: str | None = None
+    raw: tuple[int, ...] = ()
+    detail: dict = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+class Leaf(NamedTuple):
+    """A present leaf page-table entry: ``size`` in bytes; ``path`` the entry values from
+    the top level down to this one."""
+
+    iova: int
+    phys: int
+    size: int
+    read: bool
+    write: bool
+    level: int
+    path: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class MappingRange:
+    """Contiguous IOVA range mapped to contiguous physical memory with one permission."""
+
+    iova: int
+    phys: int
+    size: int
+    read: bool
+    write: bool
+    superpage: bool
+
+
+@dataclass
+class PageTableWalk:
+    """Result of walking one page-table root."""
+
+    root: int
+    levels: int
+    leaves: list[Leaf] = field(default_factory=list)
+    tables_read: int = 0
+    entries_decoded: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DeviceMappings:
+    """What one device can reach through the IOMMU.
+
+    :param source: "context entry" / "device table entry" (what the hardware walks)
+    """
+
+    device: str
+    source: str
+    root: int | None
+    levels: int | None
+    translation: str
+    leaves: list[Leaf] = field(default_factory=list, repr=False)
+    ranges: list[MappingRange] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    entries_decoded: int = 0
+
+
+@dataclass
+class IommuEvent:
+    """One record of an IOMMU's event/fault log read from memory.
+
+    :param kind: the vendor's event name (``IO_PAGE_FAULT``, ``ILLEGAL_DEV_TABLE_ENTRY``...)
+    :param printed: whether the kernel already printed (and consumed) it, if known
+    """
+
+    unit: str
+    index: int
+    kind: str
+    requester: str | None
+    domain_id: int | None
+    address: int | None
+    flags: dict = field(default_factory=dict)
+    raw: tuple[int, ...] = ()
+    printed: bool | None = None
+
+
+def summarise(leaves: list[Leaf]) -> tuple[list[MappingRange], dict]:
+    """Coalesce leaves into ranges and count bytes.
+
+    :return: (ranges, {"ranges", "bytes", "writable_bytes", "pages", "superpages"})
+    """
+    ranges: list[MappingRange] = []
+    for leaf in sorted(leaves, key=lambda x: x.iova):
+        last = ranges[-1] if ranges else None
+        if (last and last.iova + last.size == leaf.iova and last.phys + last.size == leaf.phys
+                and (last.read, last.write) == (leaf.read, leaf.write)):
+            ranges[-1] = MappingRange(last.iova, last.phys, last.size + leaf.size, last.read, last.write,
+                                      last.superpage or leaf.size > PAGE)
+        else:
+            ranges.append(MappingRange(leaf.iova, leaf.phys, leaf.size, leaf.read, leaf.write, leaf.size > PAGE))
+    total = sum(r.size for r in ranges)
+    return ranges, {"ranges": len(ranges), "bytes": total,
+                    "writable_bytes": sum(r.size for r in ranges if r.write),
+                    "pages": len(leaves), "superpages": sum(1 for x in leaves if x.size > PAGE)}
+
+
+def lookup(leaves: list[Leaf], iova: int) -> tuple[int, bool, bool] | None:
+    """Translate one IOVA through a walked table.
+
+    :param leaves: in ascending IOVA order, as the walkers return them
+    :return: (physical address, readable, writable), or None if not mapped
+    """
+    i = bisect.bisect_right(leaves, iova, key=lambda x: x.iova) - 1
+    if i >= 0 and iova < leaves[i].iova + leaves[i].size:
+        leaf = leaves[i]
+        return leaf.phys + (iova - leaf.iova), leaf.read, leaf.write
+    return None
