@@ -1,0 +1,82 @@
+"""AMD-Vi v1 I/O page tables read from RAM (1 to 6 levels, large pages through
+next-level 0 at a higher level or next-level 7 with the size encoded in the address,
+skipped levels). Table pages are read whole; loops and pointers outside the dump end
+in errors, never a hang."""
+
+from __future__ import annotations
+
+import drgn
+import numpy as np
+
+from dumpkit.iommu.model import Leaf, PageTableWalk
+
+__all__ = ["walk_v1", "MAX_TABLES"]
+
+PAGE = 4096
+ADDR_MASK = 0x000FFFFFFFFFF000
+PTE_PR, PTE_IR, PTE_IW = 1, 1 << 61, 1 << 62
+MAX_TABLES = 1 << 18
+
+
+def _size_from_address(pte: int) -> int:
+    """Next-level 7: the page size is 2 << (index of the lowest 0 bit from bit 12)."""
+    v = pte | 0xFFF
+    bit = (~v & (v + 1)).bit_length() - 1
+    return 1 << (bit + 1)
+
+
+def walk_v1(prog: drgn.Program, root: int, mode: int, read: bool = True, write: bool = True,
+            max_tables: int = MAX_TABLES) -> PageTableWalk:
+    """Walk a v1 page table; leaves in ascending IOVA order with the effective permission
+    (the AND of every level's IR/IW and the device table entry's).
+
+    :param mode: the device table entry's paging mode (number of levels, 1..6)
+    :param read, write: the device table entry's IR/IW
+    """
+    walk = PageTableWalk(root, mode)
+    seen: set[int] = set()
+
+    def visit(table: int, level: int, base: int, r: bool, w: bool, path: tuple[int, ...]) -> None:
+        if table in seen:
+            walk.errors.append(f"level {level} table {table:#x} (IOVA {base:#x}) is referenced twice: a loop "
+                               "or a corrupt pointer; not followed again")
+            return
+        if len(seen) >= max_tables:
+            walk.errors.append(f"more than {max_tables} table pages: walk stopped at IOVA {base:#x}")
+            return
+        seen.add(table)
+        try:
+            words = np.frombuffer(prog.read(table, PAGE, True), dtype="<u8")
+        except drgn.FaultError as e:
+            walk.errors.append(f"level {level} table {table:#x} (IOVA {base:#x}) is not in the dump: {e}")
+            return
+        walk.tables_read += 1
+        walk.entries_decoded += 512
+        span = 1 << (12 + 9 * (level - 1))
+        idx = np.flatnonzero(words & PTE_PR)
+        for i, pte in zip(idx.tolist(), words[idx].tolist(), strict=True):
+            iova = base + i * span
+            nl = (pte >> 9) & 7
+            rr, ww = r and bool(pte & PTE_IR), w and bool(pte & PTE_IW)
+            if level == 1 or nl == 0:
+                walk.leaves.append(Leaf(iova, pte & ADDR_MASK, span, rr, ww, level, path + (pte,)))
+            elif nl == 7:
+                size = _size_from_address(pte)
+                if size < PAGE or size > span * 512:
+                    walk.errors.append(f"level {level} entry {i} (IOVA {iova:#x}): encoded page size {size:#x} "
+                                       "out of range")
+                elif iova % size == 0:   # the page is replicated over size/span entries: take the first
+                    walk.leaves.append(Leaf(iova, pte & ADDR_MASK & ~(size - 1), size, rr, ww, level,
+                                            path + (pte,)))
+            elif nl >= level:
+                walk.errors.append(f"level {level} entry {i} (IOVA {iova:#x}) points to level {nl}: "
+                                   "not below; not followed")
+            else:
+                # next level nl < level - 1 skips levels: their index bits are zero
+                visit(pte & ADDR_MASK, nl, iova, rr, ww, path + (pte,))
+
+    if not 1 <= mode <= 6:
+        walk.errors.append(f"unsupported paging mode {mode}")
+        return walk
+    visit(root & ~(PAGE - 1), mode, 0, read, write, ())
+    return walk
