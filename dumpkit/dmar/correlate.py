@@ -11,8 +11,9 @@ from dumpkit.dmar.faults import FaultRecord
 from dumpkit.dmar.mappings import DeviceMappings
 from dumpkit.dmar.pagetable import lookup
 from dumpkit.pci.collect import PciTree
+from dumpkit.rings import DmaBuffer, dma_buffers
 
-__all__ = ["FaultCorrelation", "correlate_faults", "driver_buffers"]
+__all__ = ["FaultCorrelation", "correlate_faults"]
 
 
 @dataclass
@@ -28,24 +29,6 @@ class FaultCorrelation:
     writable: bool | None
     buffer: str | None
     note: str = ""
-
-
-def driver_buffers(prog: drgn.Program, pdev: drgn.Object) -> list[tuple[str, int, int]]:
-    """(label, IOVA, size) of the DMA buffers dumpkit knows for a device's driver:
-    e1000e RX/TX descriptor rings. Empty for other drivers."""
-    if not pdev.dev.driver or pdev.dev.driver.name.string_() != b"e1000e":
-        return []
-    from dumpkit.rings.e1000e import e1000e_adapter
-
-    found = e1000e_adapter(prog, pdev)
-    if found is None:
-        return []
-    adapter = found[1]
-    out = []
-    for label, ring in (("e1000e RX descriptor ring", adapter.rx_ring), ("e1000e TX descriptor ring", adapter.tx_ring)):
-        if ring:
-            out.append((label, ring.dma.value_(), ring.size.value_()))
-    return out
 
 
 def _find_device(tree: PciTree, requester: str | None) -> tuple[str | None, str]:
@@ -72,7 +55,7 @@ def correlate_faults(prog: drgn.Program, tree: PciTree, mappings: list[DeviceMap
 
     by_device = {m.device: m for m in mappings}
     pdevs = {d.dev.kobj.name.string_().decode(): d for d in for_each_pci_dev(prog)}
-    buffers_cache: dict[str, list[tuple[str, int, int]]] = {}
+    buffers_cache: dict[str, list[DmaBuffer]] = {}
     out = []
     for f in faults:
         if f.kind not in ("dma-remap", "amd-vi:io_page_fault", "arm-smmu-v3:event") or f.address is None:
@@ -95,10 +78,10 @@ def correlate_faults(prog: drgn.Program, tree: PciTree, mappings: list[DeviceMap
         corr.phys, corr.readable, corr.writable = hit
         if bdf not in buffers_cache:
             try:
-                buffers_cache[bdf] = driver_buffers(prog, pdevs[bdf])
+                buffers_cache[bdf] = dma_buffers(prog, pdevs[bdf])
             except (drgn.FaultError, LookupError, ValueError, AttributeError) as e:
                 buffers_cache[bdf] = []
                 corr.note = f"driver buffers unreadable: {e}"
-        corr.buffer = next((label for label, iova, size in buffers_cache[bdf]
-                            if iova <= f.address < iova + max(size, 1)), None)
+        corr.buffer = next((b.label for b in buffers_cache[bdf] if b.iova <= f.address < b.iova + max(b.size, 1)),
+                           None)
     return out

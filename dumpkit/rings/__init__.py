@@ -1,24 +1,56 @@
 """Post-crash DMA evidence from device rings in the crashed kernel's memory: one small
-decoder per driver behind ``ring_evidence()``."""
+decoder per driver behind :class:`~dumpkit.rings.base.RingDecoder`. Built-in decoders
+and those other packages register in the ``dumpkit.rings`` entry-point group (an entry
+point names a ``RingDecoder`` or a list of them) form one registry; callers ask by
+device, never by driver."""
 
 from __future__ import annotations
 
+import functools
+import sys
+
 import drgn
 
-from dumpkit.rings.base import QueueEvidence, RingEvidence
+from dumpkit.rings import e1000e, nvme, virtio
+from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder, RingEvidence
 from dumpkit.target.debuginfo import module_debug_status
-from dumpkit.rings.e1000e import decode_e1000e
-from dumpkit.rings.nvme import decode_nvme
-from dumpkit.rings.virtio import decode_virtio, virtio_bypasses_iommu
 
-__all__ = ["RingEvidence", "QueueEvidence", "ring_evidence", "iommu_bypass", "DECODERS"]
+__all__ = ["RingEvidence", "QueueEvidence", "DmaBuffer", "RingDecoder", "decoders", "decoder_for",
+           "ring_evidence", "iommu_bypass", "dma_buffers", "ENTRY_POINT_GROUP"]
 
-DECODERS = {"e1000e": decode_e1000e, "nvme": decode_nvme, "virtio-pci": decode_virtio}
-# Modules whose types each decoder reads (when they are modules, not built in): without
-# their debug info the decoder cannot run, and the evidence says what to install.
-DECODER_MODULES = {"e1000e": ("e1000e",), "nvme": ("nvme",), "virtio-pci": ("virtio_pci", "virtio_ring")}
-# Drivers whose devices can be set up to DMA around the IOMMU (physical addresses).
-BYPASS = {"virtio-pci": virtio_bypasses_iommu}
+ENTRY_POINT_GROUP = "dumpkit.rings"
+BUILTIN = (e1000e.DECODER, nvme.DECODER, virtio.DECODER)
+READ_ERRORS = (drgn.FaultError, LookupError, ValueError, TypeError, AttributeError)
+
+
+@functools.cache
+def decoders() -> tuple[RingDecoder, ...]:
+    """Built-in decoders, then those registered by installed packages. A plug-in that
+    fails to load is skipped with one line on stderr; it never stops an analysis."""
+    from importlib.metadata import entry_points
+
+    found = list(BUILTIN)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+            items = obj if isinstance(obj, (list, tuple)) else [obj]
+            if not all(isinstance(d, RingDecoder) for d in items):
+                raise TypeError("not a dumpkit.rings.RingDecoder")
+        except Exception as e:  # a third party's import error must not stop an analysis
+            print(f"dumpkit: ring decoder plug-in {ep.name} ({ep.value}) skipped: {type(e).__name__}: {e}",
+                  file=sys.stderr)
+            continue
+        found.extend(items)
+    return tuple(found)
+
+
+def decoder_for(driver: str | None) -> RingDecoder | None:
+    """The decoder serving a driver; a plug-in's replaces a built-in one for the same driver."""
+    match = None
+    for d in decoders():
+        if driver in d.drivers:
+            match = d
+    return match
 
 
 def _driver(pdev: drgn.Object) -> str | None:
@@ -26,8 +58,8 @@ def _driver(pdev: drgn.Object) -> str | None:
     return drv.name.string_().decode() if drv else None
 
 
-def _missing_module(prog: drgn.Program, driver: str | None) -> str | None:
-    for module in DECODER_MODULES.get(driver or "", ()):
+def _missing_module(prog: drgn.Program, decoder: RingDecoder) -> str | None:
+    for module in decoder.modules:
         reason = module_debug_status(prog, module)
         if reason:
             return reason
@@ -41,17 +73,25 @@ def iommu_bypass(prog: drgn.Program, pdev: drgn.Object) -> tuple[bool | None, st
 
     :param pdev: ``struct pci_dev *``
     """
-    driver = _driver(pdev)
-    check = BYPASS.get(driver or "")
-    if check is None:
+    decoder = decoder_for(_driver(pdev))
+    if decoder is None or decoder.bypasses_iommu is None:
         return False, ""
-    reason = _missing_module(prog, driver)
+    reason = _missing_module(prog, decoder)
     if reason:
         return None, reason
     try:
-        return check(prog, pdev)
-    except (drgn.FaultError, LookupError, ValueError, TypeError, AttributeError) as e:
+        return decoder.bypasses_iommu(prog, pdev)
+    except READ_ERRORS as e:
         return None, f"driver state unreadable ({type(e).__name__}: {e})"
+
+
+def dma_buffers(prog: drgn.Program, pdev: drgn.Object) -> list[DmaBuffer]:
+    """The DMA buffers the device's driver structures name (empty when no decoder knows
+    any, or they cannot be read)."""
+    decoder = decoder_for(_driver(pdev))
+    if decoder is None or decoder.buffers is None or _missing_module(prog, decoder):
+        return []
+    return decoder.buffers(prog, pdev)
 
 
 def ring_evidence(prog: drgn.Program, pdev: drgn.Object, translate=None) -> RingEvidence:
@@ -63,23 +103,24 @@ def ring_evidence(prog: drgn.Program, pdev: drgn.Object, translate=None) -> Ring
     """
     name = pdev.dev.kobj.name.string_().decode()
     driver = _driver(pdev)
-    decoder = DECODERS.get(driver or "")
+    decoder = decoder_for(driver)
     if decoder is None:
         return RingEvidence(name, driver, "no ring decoder",
-                            note="no driver bound" if driver is None else f"no decoder for {driver}")
-    reason = _missing_module(prog, driver)
+                            note="no driver bound" if driver is None else f"no ring decoder for driver {driver}")
+    label = f"{decoder.name} {decoder.version}"
+    reason = _missing_module(prog, decoder)
     if reason:
-        return RingEvidence(name, driver, "no debug info", note=reason)
+        return RingEvidence(name, driver, "no debug info", note=reason, decoder=label)
     try:
-        queues = decoder(prog, pdev)
-    except (drgn.FaultError, LookupError, ValueError, TypeError, AttributeError) as e:
-        return RingEvidence(name, driver, "error", note=f"{type(e).__name__}: {e}")
+        queues = decoder.decode(prog, pdev)
+    except READ_ERRORS as e:
+        return RingEvidence(name, driver, "error", note=f"{type(e).__name__}: {e}", decoder=label)
     if not queues:
-        return RingEvidence(name, driver, "not set up", note="driver bound but no rings allocated")
+        return RingEvidence(name, driver, "not set up", note="driver bound but no rings allocated", decoder=label)
     pages = set()
     for q in queues:
         for addr in q.dma_addresses:
             phys = translate(addr) if translate else addr
             if phys is not None:
                 pages.add(phys & ~0xFFF)
-    return RingEvidence(name, driver, "decoded", queues, phys_pages=sorted(pages))
+    return RingEvidence(name, driver, "decoded", queues, phys_pages=sorted(pages), decoder=label)

@@ -6,9 +6,9 @@ import struct
 
 import drgn
 
-from dumpkit.rings.base import QueueEvidence
+from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder
 
-__all__ = ["decode_e1000e", "e1000e_adapter"]
+__all__ = ["decode_e1000e", "e1000e_adapter", "e1000e_buffers", "DECODER"]
 
 E1000_RXD_STAT_DD = 0x01
 DESC_SIZE = 16
@@ -51,3 +51,17 @@ def decode_e1000e(prog: drgn.Program, pdev: drgn.Object) -> list[QueueEvidence]:
         unprocessed += 1
         i = (i + 1) % count
     return [QueueEvidence(f"{netdev.name.string_().decode()} rx", count, unprocessed, clean, i, addrs)]
+
+
+def e1000e_buffers(prog: drgn.Program, pdev: drgn.Object) -> list[DmaBuffer]:
+    """The RX and TX descriptor rings."""
+    found = e1000e_adapter(prog, pdev)
+    if found is None:
+        return []
+    adapter = found[1]
+    return [DmaBuffer(label, ring.dma.value_(), ring.size.value_())
+            for label, ring in (("e1000e RX descriptor ring", adapter.rx_ring),
+                                ("e1000e TX descriptor ring", adapter.tx_ring)) if ring]
+
+
+DECODER = RingDecoder("e1000e", "1", ("e1000e",), ("e1000e",), decode_e1000e, e1000e_buffers)

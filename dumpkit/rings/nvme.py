@@ -7,9 +7,9 @@ import struct
 
 import drgn
 
-from dumpkit.rings.base import QueueEvidence
+from dumpkit.rings.base import QueueEvidence, RingDecoder
 
-__all__ = ["decode_nvme"]
+__all__ = ["decode_nvme", "DECODER"]
 
 CQE_SIZE = 16
 
@@ -36,3 +36,7 @@ def decode_nvme(prog: drgn.Program, pdev: drgn.Object) -> list[QueueEvidence]:
                 i, p = 0, p ^ 1
         out.append(QueueEvidence(f"cq{qid}", depth, n, head, i))
     return out
+
+
+# struct nvme_dev and nvme_queue are defined in drivers/nvme/host/pci.c: module "nvme"
+DECODER = RingDecoder("nvme", "1", ("nvme",), ("nvme",), decode_nvme)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import drgn
 from drgn.helpers.linux.list import list_for_each_entry
 
-from dumpkit.rings.base import QueueEvidence
+from dumpkit.rings.base import QueueEvidence, RingDecoder
 
-__all__ = ["decode_virtio", "virtio_bypasses_iommu"]
+__all__ = ["decode_virtio", "virtio_bypasses_iommu", "DECODER"]
 
 VIRTIO_F_ACCESS_PLATFORM = 33
 
@@ -49,3 +49,7 @@ def decode_virtio(prog: drgn.Program, pdev: drgn.Object) -> list[QueueEvidence]:
                 addrs.append(vring.desc[desc].addr.value_())
         out.append(QueueEvidence(name, num, n, last, used_idx, addrs))
     return out
+
+
+DECODER = RingDecoder("virtio", "1", ("virtio-pci",), ("virtio_pci", "virtio_ring"), decode_virtio,
+                      bypasses_iommu=virtio_bypasses_iommu)
