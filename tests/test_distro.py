@@ -107,7 +107,7 @@ def test_modules_match_proc_modules_and_have_debug_info(scenario):
         gt[f[0]] = (int(f[1]), int(f[5], 16))
     mods = {m.name: m for m in dump.modules()}
     assert set(mods) == set(gt)
-    for name, (size, addr) in gt.items():
+    for name, (_size, addr) in gt.items():
         m = mods[name]
         assert m.address <= addr < m.address + m.size, name
         assert m.status == "debug info loaded" and m.debug_file and m.build_id, name
@@ -157,7 +157,7 @@ def test_vmlinux_only_makes_module_claims_unknown_with_the_package_hint():
     sc = "distro-copied-traffic"
     full, bare = verdicts(sc), verdicts(sc, only_vmlinux=True)
     release = opened(sc).info.kernel_release
-    for f, b in zip(full.endpoints, bare.endpoints):
+    for f, b in zip(full.endpoints, bare.endpoints, strict=True):
         assert (f.bdf, str(f.hit_capture_kernel)) == (b.bdf, str(b.hit_capture_kernel))
         if str(f.could_dma) != str(b.could_dma):
             # only where the driver's state decides whether the IOMMU translates (virtio)
