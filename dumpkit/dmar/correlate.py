@@ -51,10 +51,10 @@ def correlate_faults(prog: drgn.Program, tree: PciTree, mappings: list[DeviceMap
     :param prog: the first (crashed) kernel
     :param mappings: that kernel's per-device mappings (context-entry page tables)
     """
-    from drgn.helpers.linux.pci import for_each_pci_dev
+    from dumpkit.target.walk import pci_devices
 
     by_device = {m.device: m for m in mappings}
-    pdevs = {d.dev.kobj.name.string_().decode(): d for d in for_each_pci_dev(prog)}
+    pdevs = dict(pci_devices(prog)[0])
     buffers_cache: dict[str, list[DmaBuffer]] = {}
     out = []
     for f in faults:

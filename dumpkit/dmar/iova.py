@@ -37,13 +37,14 @@ class IovaAllocator:
 
 
 def _host_windows(prog: drgn.Program) -> list[tuple[int, int]]:
-    from drgn.helpers.linux.list import list_for_each_entry
+    from dumpkit.target.walk import bounded_list
     from drgn.helpers.linux.pci import for_each_pci_root_bus
 
     windows = []
     for bus in for_each_pci_root_bus(prog):
         bridge = drgn.container_of(bus.bridge, "struct pci_host_bridge", "dev")
-        for entry in list_for_each_entry("struct resource_entry", bridge.windows.address_of_(), "node"):
+        for entry in bounded_list(bridge.windows.address_of_(), "struct resource_entry", "node",
+                                  "a host bridge's window list", 4096):
             res = entry.res
             if res.flags.value_() & 0x200:  # IORESOURCE_MEM
                 windows.append((res.start.value_(), res.end.value_()))

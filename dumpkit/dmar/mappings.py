@@ -4,9 +4,9 @@ the ones the kernel's domains own."""
 from __future__ import annotations
 
 import drgn
-from drgn.helpers.linux.list import list_for_each_entry
 from drgn.helpers.linux.mm import virt_to_phys
-from drgn.helpers.linux.pci import for_each_pci_dev
+
+from dumpkit.target.walk import bounded_list, pci_devices
 
 from dumpkit.dmar.pagetable import summarise, walk_page_table
 from dumpkit.iommu.model import DeviceMappings
@@ -45,11 +45,12 @@ def kernel_domain_roots(prog: drgn.Program) -> dict[str, tuple[str, int, int]]:
     group's current domain, as the kernel's debugfs walks it."""
     out = {}
     dmar_domain = prog.type("struct dmar_domain")
-    for pdev in for_each_pci_dev(prog):
+    for _name, pdev in pci_devices(prog)[0]:
         group = pdev.dev.iommu_group
         if not group or not group.domain:
             continue
-        first = next(iter(list_for_each_entry("struct group_device", group.devices.address_of_(), "list")), None)
+        first = next(iter(bounded_list(group.devices.address_of_(), "struct group_device", "list",
+                                       "an IOMMU group's device list")), None)
         if first is None:
             continue
         domain = drgn.container_of(group.domain, dmar_domain, "domain")

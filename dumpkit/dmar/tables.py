@@ -153,11 +153,12 @@ def _walk_unit(prog: drgn.Program, unit: IommuUnit) -> list[ContextEntry]:
 
 def _kernel_view(prog: drgn.Program) -> dict[tuple[int, int, int], tuple[str, str | None, int | None]]:
     """(segment, bus, devfn) -> (device name, domain type, domain id) from device_domain_info."""
-    from drgn.helpers.linux.pci import for_each_pci_dev
     from drgn.helpers.linux.xarray import xa_load
 
+    from dumpkit.target.walk import pci_devices
+
     view = {}
-    for pdev in for_each_pci_dev(prog):
+    for _name, pdev in pci_devices(prog)[0]:
         dev = pdev.dev
         if dev.type_.has_member("iommu"):           # >= 5.9: dev->iommu->priv
             if not dev.iommu or not dev.iommu.priv:

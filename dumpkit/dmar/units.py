@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import drgn
-from drgn.helpers.linux.list import list_for_each_entry
+from dumpkit.target.walk import bounded_list
 from drgn.helpers.linux.mm import virt_to_phys
 
 __all__ = ["IommuUnit", "collect_units", "decode_cap", "decode_ecap", "SAGAW_LEVELS"]
@@ -112,7 +112,7 @@ def collect_units(prog: drgn.Program) -> list[IommuUnit]:
     except KeyError:
         return []
     units = []
-    for drhd in list_for_each_entry("struct dmar_drhd_unit", head.address_of_(), "list"):
+    for drhd in bounded_list(head.address_of_(), "struct dmar_drhd_unit", "list", "dmar_drhd_units", 4096):
         iommu = drhd.iommu
         if not iommu:
             continue

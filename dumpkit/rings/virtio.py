@@ -4,7 +4,8 @@ driver's last seen index."""
 from __future__ import annotations
 
 import drgn
-from drgn.helpers.linux.list import list_for_each_entry
+
+from dumpkit.target.walk import bounded_list
 
 from dumpkit.rings.base import QueueEvidence, RingDecoder
 
@@ -30,7 +31,8 @@ def decode_virtio(prog: drgn.Program, pdev: drgn.Object) -> list[QueueEvidence]:
         return []
     vring_vq = prog.type("struct vring_virtqueue")
     out = []
-    for vq in list_for_each_entry("struct virtqueue", vp_dev.vdev.vqs.address_of_(), "list"):
+    for vq in bounded_list(vp_dev.vdev.vqs.address_of_(), "struct virtqueue", "list", "a virtio device's queues",
+                           4096):
         vvq = drgn.container_of(vq, vring_vq, "vq")
         name = vq.name.string_().decode()
         if vvq.type_.type.has_member("packed_ring") and vvq.packed_ring:

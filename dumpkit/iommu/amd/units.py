@@ -5,6 +5,7 @@ from __future__ import annotations
 import drgn
 
 from dumpkit.iommu.model import Unit
+from dumpkit.target.walk import bounded_list
 
 __all__ = ["AmdUnit", "collect_units", "EFR_FEATURES", "MAX_UNITS"]
 
@@ -44,13 +45,7 @@ def collect_units(prog: drgn.Program) -> list[AmdUnit]:
     head = prog["amd_iommu_list"].address_of_()
     pre_enabled = _pre_enabled(prog)
     out = []
-    pos, seen = head.next, set()
-    while pos.value_() != head.value_():
-        if pos.value_() in seen or len(out) >= MAX_UNITS:
-            raise ValueError(f"amd_iommu_list loops or exceeds {MAX_UNITS} entries at {pos.value_():#x}")
-        seen.add(pos.value_())
-        it = drgn.container_of(pos, "struct amd_iommu", "list")
-        pos = pos.next
+    for it in bounded_list(head, "struct amd_iommu", "list", "amd_iommu_list", MAX_UNITS):
         # 5.19/6.0 moved the device table into a per-segment struct amd_iommu_pci_seg
         # (commit 404ec4e4c169 "iommu/amd: Introduce per PCI segment device table")
         seg = it.pci_seg
