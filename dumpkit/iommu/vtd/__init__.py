@@ -1,0 +1,130 @@
+"""Intel VT-d read from a kernel's memory (units, root/context/PASID tables, second-level
+page tables) into :mod:`dumpkit.iommu.model`. The table readers live in ``dumpkit.dmar``
+(VT-d through and through); this module is the backend the vendor-neutral layer calls."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import drgn
+
+from dumpkit.iommu.model import TranslationEntry, Unit
+
+__all__ = ["present", "collect", "VENDOR"]
+
+VENDOR = "intel-vtd"
+READ_ERRORS = (drgn.FaultError, LookupError, AttributeError, ValueError)
+# VT-d translation types as the model names them; the VT-d name stays in detail
+NEUTRAL = {"untranslated": "translated", "all (ATS)": "translated", "second-level": "translated",
+           "first-level": "translated", "nested": "translated", "pass-through": "pass-through",
+           "reserved": "reserved", "unreadable": "unknown"}
+
+
+def present(prog: drgn.Program) -> bool:
+    """The kernel found a DMAR table (``dmar_drhd_units`` is not empty)."""
+    try:
+        head = prog["dmar_drhd_units"]
+    except (KeyError, LookupError):
+        return False
+    try:
+        return head.next.value_() != head.address_of_().value_()
+    except drgn.FaultError:
+        return True
+
+
+@dataclasses.dataclass
+class VtdState:
+    units: list[Unit]
+    entries: list[TranslationEntry]
+    mappings: list
+    events: list
+    errors: list[str]
+    raw_units: list
+    raw_entries: list
+
+
+def _unit(u) -> Unit:
+    return Unit(vendor=VENDOR, name=u.name, pci_id=None, mmio_base=u.register_base,
+                capabilities={"cap": u.cap, "ecap": u.ecap, **{f"cap.{k}": v for k, v in u.cap_decoded.items()},
+                              **{f"ecap.{k}": v for k, v in u.ecap_decoded.items()}},
+                flags={"translation_on": u.translation_on, "irq_remapping_on": u.irq_remapping_on,
+                       "translation_pre_enabled": u.translation_pre_enabled, "scalable_mode": u.scalable_mode,
+                       "include_all": u.include_all, "ignored": u.ignored, "segment": u.segment},
+                copied_tables=None if u.copied_tables is None else bool(u.copied_tables),
+                scope=["all devices of the segment"] if u.include_all else list(u.device_scope),
+                errors=[f"{k}: {v}" for k, v in u.unknown.items()])
+
+
+def _entry(e) -> TranslationEntry:
+    neutral = NEUTRAL.get(e.translation, "translated")
+    levels = None if e.address_width is None else (e.address_width - 30) // 9 + 2
+    return TranslationEntry(
+        bdf=e.bdf, unit=e.unit, translation=neutral, domain_id=e.domain_id, page_table=e.page_table,
+        levels=levels, copied=e.copied, device=e.device, domain_type=e.domain_type,
+        raw=(*e.root, *e.context, *(e.pasid_entry or ())),
+        detail={"vtd_translation": e.translation, "scalable_mode": e.scalable_mode, "pasid": e.pasid,
+                "kernel_domain_id": e.kernel_domain_id},
+        errors=list(e.errors))
+
+
+def _unit_for(bdf: str, units) -> object | None:
+    seg = int(bdf[:4], 16)
+    scoped = [u for u in units if not u.ignored and u.segment == seg
+              and any(bdf == s or s.startswith(bdf[:8]) for s in u.device_scope)]
+    if scoped:
+        return scoped[0]
+    return next((u for u in units if not u.ignored and u.segment == seg and u.include_all), None)
+
+
+def collect(prog: drgn.Program, pci_bdfs: set[str] = frozenset()) -> VtdState:
+    """VT-d units, one translation entry per requester id with a present context entry
+    and, for each PCI function of the dump without one, what the hardware does with its
+    DMA: blocked (no present entry: VT-d faults it), untranslated (translation off), or
+    unknown when the table that would say is not in the dump."""
+    from dumpkit.dmar.mappings import collect_device_mappings
+    from dumpkit.dmar.tables import collect_context_entries
+    from dumpkit.dmar.units import collect_units
+
+    state = VtdState([], [], [], [], [], [], [])
+    try:
+        raw_units = collect_units(prog)
+    except READ_ERRORS as e:
+        state.errors.append(f"VT-d units unreadable: {type(e).__name__}: {e}")
+        return state
+    state.raw_units, state.units = raw_units, [_unit(u) for u in raw_units]
+    try:
+        raw_entries = collect_context_entries(prog, raw_units)
+        state.mappings = collect_device_mappings(prog, raw_entries)
+    except READ_ERRORS as e:
+        state.errors.append(f"VT-d tables unreadable: {type(e).__name__}: {e}")
+        raw_entries = []
+    state.raw_entries = raw_entries
+    entries = [_entry(e) for e in raw_entries if e.translation != "unreadable"]
+    # unreadable tables: the whole unit (root table) or a bus (context table) is unknown
+    unreadable = [(e.unit, e.segment, None if e.bus == 0 and e.devfn == 0 and "root table" in " ".join(e.errors)
+                   else e.bus, e.errors) for e in raw_entries if e.translation == "unreadable"]
+    have = {e.bdf for e in entries}
+
+    for bdf in sorted(pci_bdfs - have):
+        u = _unit_for(bdf, raw_units)
+        if u is None:
+            continue
+        bus = int(bdf[5:7], 16)
+        lost = next((errs for name, seg, b, errs in unreadable
+                     if name == u.name and (b is None or b == bus)), None)
+        if lost is not None:
+            entries.append(TranslationEntry(bdf, u.name, "unknown", None, None, None,
+                                            detail={"reason": "; ".join(lost)}, errors=list(lost)))
+        elif not u.translation_on and u.root_table is None:
+            entries.append(TranslationEntry(bdf, u.name, "untranslated", None, None, None,
+                                            detail={"reason": "the kernel did not enable translation on "
+                                                              f"{u.name}"}))
+        else:
+            entries.append(TranslationEntry(bdf, u.name, "blocked", None, None, None, copied=None,
+                                            detail={"reason": "no present context entry: the IOMMU blocks "
+                                                              "and faults its DMA"}))
+    for e in entries:
+        if e.device is None and e.bdf in pci_bdfs:
+            e.device = e.bdf
+    state.entries = sorted(entries, key=lambda e: e.bdf)
+    return state
