@@ -1,0 +1,102 @@
+"""Everything dumpkit knows about a kernel's IOMMUs, whatever their vendor, and the faults
+in its logs: one :class:`IommuState` per dump, filled by the backends that find their
+hardware in it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import drgn
+
+from dumpkit.iommu import amd, vtd
+from dumpkit.iommu.model import DeviceMappings, IommuEvent, TranslationEntry, Unit, lookup
+
+__all__ = ["IommuState", "collect_iommu", "BACKENDS"]
+
+# vendor name -> backend module with present(prog) and collect(prog, pci_bdfs)
+BACKENDS = {vtd.VENDOR: vtd, amd.VENDOR: amd}
+
+
+@dataclass
+class IommuState:
+    """Units, per-device translation entries and mappings, in-memory events, log faults
+    and their correlation with the dump.
+
+    :param vendors: the backends that found hardware (empty: no IOMMU in use)
+    :param raw: backend-specific collections for vendor renderers, by vendor
+    """
+
+    vendors: list[str] = field(default_factory=list)
+    units: list[Unit] = field(default_factory=list)
+    entries: list[TranslationEntry] = field(default_factory=list)
+    mappings: list[DeviceMappings] = field(default_factory=list)
+    events: list[IommuEvent] = field(default_factory=list)
+    faults: list = field(default_factory=list)
+    correlations: list = field(default_factory=list)
+    log_sources: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def vendor(self) -> str | None:
+        """The IOMMU vendor(s) for display: "intel-vtd", "amd-vi", or None."""
+        return "+".join(self.vendors) or None
+
+    def entry(self, bdf: str) -> TranslationEntry | None:
+        return next((e for e in self.entries if e.bdf == bdf), None)
+
+    def mapping(self, bdf: str) -> DeviceMappings | None:
+        return next((m for m in self.mappings if m.device == bdf), None)
+
+    def translate(self, bdf: str, iova: int) -> tuple[int, bool, bool] | None:
+        """(physical address, readable, writable) for a device's DMA address through the
+        walked tables; None when not mapped (or the device is not translated)."""
+        m = self.mapping(bdf)
+        return lookup(m.leaves, iova) if m is not None and m.leaves else None
+
+
+def collect_iommu(dump, logs=(), faults: list | None = None, log_sources: list[str] | None = None) -> IommuState:
+    """The IOMMU state of a dump from every backend that finds its hardware, and the DMA
+    faults of the given logs resolved against it.
+
+    :param dump: a :class:`dumpkit.Dump`
+    :param faults: fault records already parsed (printk and logs); parsed here otherwise
+    """
+    from dumpkit.dmar.correlate import correlate_faults
+
+    prog = dump.prog
+    state = IommuState()
+    pci_bdfs = {d.bdf for d in dump.pci()}
+    for vendor, backend in BACKENDS.items():
+        if not backend.present(prog):
+            continue
+        got = backend.collect(prog, pci_bdfs)
+        state.vendors.append(vendor)
+        state.units += got.units
+        state.entries += got.entries
+        state.mappings += got.mappings
+        state.events += got.events
+        state.errors += got.errors
+        state.raw[vendor] = got
+    if faults is None:
+        faults, log_sources = _parse_logs(prog, logs, state.errors)
+    state.faults, state.log_sources = faults, list(log_sources or [])
+    state.correlations = correlate_faults(prog, dump.pci(), state.mappings, state.faults)
+    return state
+
+
+def _parse_logs(prog: drgn.Program, logs, errors: list[str]) -> tuple[list, list[str]]:
+    from pathlib import Path
+
+    from dumpkit.dmar.faults import parse_log, parse_printk
+
+    try:
+        faults, sources = parse_printk(prog, "printk"), ["printk"]
+    except (drgn.FaultError, LookupError, AttributeError) as e:
+        faults, sources = [], []
+        errors.append(f"printk buffer unreadable: {e}")
+    for log in logs:
+        p = Path(log)
+        faults.extend(parse_log(p.read_text(errors="replace"), p.name))
+        sources.append(str(p))
+    return faults, sources
