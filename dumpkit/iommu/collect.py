@@ -78,11 +78,37 @@ def collect_iommu(dump, logs=(), faults: list | None = None, log_sources: list[s
         state.events += got.events
         state.errors += got.errors
         state.raw[vendor] = got
+    _fill_domain_types(prog, state.entries)
     if faults is None:
         faults, log_sources = _parse_logs(prog, logs, state.errors)
     state.faults, state.log_sources = faults, list(log_sources or [])
     state.correlations = correlate_faults(prog, dump.pci(), state.mappings, state.faults)
     return state
+
+
+# include/linux/iommu.h IOMMU_DOMAIN_* (DMA_FQ since 5.15)
+DOMAIN_TYPES = {0: "BLOCKED", 4: "IDENTITY", 1: "UNMANAGED", 3: "DMA", 11: "DMA_FQ"}
+
+
+def _fill_domain_types(prog: drgn.Program, entries: list[TranslationEntry]) -> None:
+    """The kernel's domain type of each device's IOMMU group, where a backend did not
+    say (the generic iommu_group, the same for every vendor)."""
+    from dumpkit.target.walk import pci_devices
+
+    missing = {e.device: e for e in entries if e.device and e.domain_type is None}
+    if not missing:
+        return
+    for name, pdev in pci_devices(prog)[0]:
+        e = missing.get(name)
+        if e is None:
+            continue
+        try:
+            group = pdev.dev.iommu_group
+            if group and group.domain:
+                t = group.domain.type.value_()
+                e.domain_type = DOMAIN_TYPES.get(t, f"type {t:#x}")
+        except (drgn.FaultError, LookupError, AttributeError):
+            continue
 
 
 def _parse_logs(prog: drgn.Program, logs, errors: list[str]) -> tuple[list, list[str]]:
