@@ -3,7 +3,7 @@ address meant in the crashed kernel's page tables."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import drgn
 
@@ -19,7 +19,9 @@ __all__ = ["FaultCorrelation", "correlate_faults"]
 @dataclass
 class FaultCorrelation:
     """One fault seen against the dump. Fields that could not be resolved are None, with
-    the reason in ``note``."""
+    the reason in ``note``. ``devices`` lists every function that can send DMA with the
+    fault's requester id (itself, or the functions behind a bridge or alias quirk that
+    use it); ``device`` is set when that is exactly one."""
 
     fault: FaultRecord
     device: str | None
@@ -29,19 +31,32 @@ class FaultCorrelation:
     writable: bool | None
     buffer: str | None
     note: str = ""
+    devices: list[str] = field(default_factory=list)
 
 
 def _find_device(tree: PciTree, requester: str | None) -> tuple[str | None, str]:
     if requester is None:
         return None, "fault has no requester"
     if len(requester) > 7:
-        return (requester, "") if tree.get(requester) else (None, f"{requester} not in the dump's PCI tree")
-    matches = [d.bdf for d in tree if d.bdf.endswith(":" + requester)]
+        return requester, ""
+    matches = sorted({d.bdf[:5] for d in tree} or {"0000:"})
     if len(matches) == 1:
-        return matches[0], ""
-    if not matches:
-        return None, f"no function {requester} in the dump's PCI tree (a new one, or another segment)"
-    return None, f"{requester} is ambiguous across segments: {', '.join(matches)}"
+        return matches[0] + requester, ""
+    return None, f"{requester} is ambiguous across segments: {', '.join(m + requester for m in matches)}"
+
+
+def _senders(prog: drgn.Program, tree: PciTree, requester: str) -> tuple[list[str], str]:
+    """The functions that can send DMA with this requester id, and how (DMA aliases)."""
+    from dumpkit.iommu.aliases import devices_for_requester
+
+    found = [a for a in devices_for_requester(prog, requester) if (d := tree.get(a.device)) and not d.is_bridge]
+    if not found:
+        if tree.get(requester):
+            return [requester], ""
+        return [], f"no function {requester} in the dump's PCI tree, and no function uses it as a DMA alias"
+    aliased = [a for a in found if a.device != requester]
+    note = "; ".join(f"{a.device} through {a.via}" for a in aliased)
+    return [a.device for a in found], (f"requester id {requester} is a DMA alias of {note}" if aliased else "")
 
 
 def correlate_faults(prog: drgn.Program, tree: PciTree, mappings: list[DeviceMappings],
@@ -60,20 +75,27 @@ def correlate_faults(prog: drgn.Program, tree: PciTree, mappings: list[DeviceMap
     for f in faults:
         if f.kind not in ("dma-remap", "amd-vi:io_page_fault", "arm-smmu-v3:event") or f.address is None:
             continue
-        bdf, note = _find_device(tree, f.requester)
-        corr = FaultCorrelation(f, bdf, None, None, None, None, None, note)
+        requester, note = _find_device(tree, f.requester)
+        corr = FaultCorrelation(f, None, None, None, None, None, None, note)
         out.append(corr)
-        if bdf is None:
+        if requester is None:
             continue
+        corr.devices, corr.note = _senders(prog, tree, requester)
+        if len(corr.devices) != 1:
+            if corr.devices:
+                corr.note += " (which of them sent it, the fault cannot tell)"
+            continue
+        bdf = corr.device = corr.devices[0]
         dev = tree.get(bdf)
         corr.driver = dev.driver if dev else None
         dm = by_device.get(bdf)
+        prefix = corr.note + "; " if corr.note else ""
         if dm is None or not dm.leaves:
-            corr.note = "the device had no page-table mappings in the dumped kernel"
+            corr.note = prefix + "the device had no page-table mappings in the dumped kernel"
             continue
         hit = lookup(dm.leaves, f.address)
         if hit is None:
-            corr.note = f"{f.address:#x} was not mapped for {bdf} in the dumped kernel"
+            corr.note = prefix + f"{f.address:#x} was not mapped for {bdf} in the dumped kernel"
             continue
         corr.phys, corr.readable, corr.writable = hit
         if bdf not in buffers_cache:
