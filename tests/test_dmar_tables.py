@@ -185,4 +185,4 @@ def test_corrupt_page_table_gives_errors_not_a_hang(tmp_path, damage):
     prog = dumpkit.open(broken).prog
     walk = walk_page_table(prog, root, 3)
     assert walk.errors
-    assert ("referenced twice" if damage == "loop" else "not in the dump") in walk.errors[0]
+    assert ("referenced twice" if damage == "loop" else "unreadable in the dump") in walk.errors[0]

@@ -48,7 +48,7 @@ def walk_page_table(prog: drgn.Program, root: int, levels: int, max_tables: int 
         try:
             present = _present(prog.read(table, PAGE, True))
         except drgn.FaultError as e:
-            walk.errors.append(f"level {level} table {table:#x} (IOVA {base:#x}) is not in the dump: {e}")
+            walk.errors.append(f"level {level} table {table:#x} (IOVA {base:#x}) is unreadable in the dump: {e}")
             return
         walk.tables_read += 1
         walk.entries_decoded += 512

@@ -124,7 +124,7 @@ def _walk_unit(prog: drgn.Program, unit: IommuUnit) -> list[ContextEntry]:
             except drgn.FaultError as e:
                 entry = ContextEntry(unit.name, unit.segment, bus, first_devfn, sm, (hi, lo), (0, 0),
                                      "unreadable", None, None, None)
-                entry.errors.append(f"context table at {pointer & ADDR_MASK:#x} not in the dump: {e}")
+                entry.errors.append(f"context table at {pointer & ADDR_MASK:#x} unreadable in the dump: {e}")
                 out.append(entry)
                 continue
             stride, count = (32, 128) if sm else (16, 256)
@@ -139,7 +139,7 @@ def _walk_unit(prog: drgn.Program, unit: IommuUnit) -> list[ContextEntry]:
                     except drgn.FaultError as e:
                         entry = ContextEntry(unit.name, unit.segment, bus, devfn, True, (hi, lo), (c_hi, c_lo),
                                              "unreadable", None, None, None)
-                        entry.errors.append(f"PASID directory or table not in the dump: {e}")
+                        entry.errors.append(f"PASID directory or table unreadable in the dump: {e}")
                         entries = [entry]
                 else:
                     entries = [_legacy(unit, bus, devfn, (hi, lo), c_hi, c_lo)]
@@ -197,7 +197,7 @@ def collect_context_entries(prog: drgn.Program, units: list[IommuUnit]) -> list[
         except drgn.FaultError as e:
             bad = ContextEntry(unit.name, unit.segment, 0, 0, bool(unit.scalable_mode), (0, 0), (0, 0),
                                "unreadable", None, None, None)
-            bad.errors.append(f"root table at {unit.root_table:#x} not in the dump: {e}")
+            bad.errors.append(f"root table at {unit.root_table:#x} unreadable in the dump: {e}")
             entries.append(bad)
     try:
         view = _kernel_view(prog)

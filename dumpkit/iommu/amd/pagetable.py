@@ -48,7 +48,7 @@ def walk_v1(prog: drgn.Program, root: int, mode: int, read: bool = True, write: 
         try:
             words = np.frombuffer(prog.read(table, PAGE, True), dtype="<u8")
         except drgn.FaultError as e:
-            walk.errors.append(f"level {level} table {table:#x} (IOVA {base:#x}) is not in the dump: {e}")
+            walk.errors.append(f"level {level} table {table:#x} (IOVA {base:#x}) is unreadable in the dump: {e}")
             return
         walk.tables_read += 1
         walk.entries_decoded += 512

@@ -1,0 +1,69 @@
+"""Damage a copy of a kdump-compressed vmcore at a chosen guest-physical page, through the
+dump's own page descriptors (makedumpfile's disk_dump_header, kdump_sub_header, the two
+page bitmaps and one page_desc per dumped page): the page's compressed data gets a byte
+flipped, so it no longer decompresses, and nothing else changes."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from pathlib import Path
+
+PAGE_DESC = struct.Struct("<qIIQ")      # offset, size, flags, page_flags
+DUMP_DH_COMPRESSED = 0x1 | 0x2 | 0x4 | 0x20   # zlib, lzo, snappy, zstd
+
+
+def _layout(f) -> dict:
+    head = f.read(4096)
+    if head[:8] != b"KDUMP   ":
+        raise ValueError("not a kdump-compressed file")
+    block_size, sub_hdr_size, bitmap_blocks, max_mapnr = struct.unpack_from("<iiII", head, 428)
+    f.seek(block_size)
+    sub = f.read(block_size)
+    version, = struct.unpack_from("<i", head, 8)
+    if version >= 6:
+        max_mapnr, = struct.unpack_from("<Q", sub, 64)   # kdump_sub_header.max_mapnr_64
+    bitmap_off = block_size * (1 + sub_hdr_size)
+    desc_off = bitmap_off + block_size * bitmap_blocks
+    return {"block_size": block_size, "bitmap_off": bitmap_off, "bitmap_len": block_size * bitmap_blocks,
+            "desc_off": desc_off, "max_mapnr": max_mapnr}
+
+
+def page_descriptor(path: Path, phys: int) -> tuple[int, int, int, int] | None:
+    """(descriptor file offset, data offset, data size, flags) of the page holding ``phys``,
+    or None if the dump does not hold that page."""
+    with open(path, "rb") as f:
+        lay = _layout(f)
+        pfn = phys // 4096
+        half = lay["bitmap_len"] // 2
+        f.seek(lay["bitmap_off"] + half)      # the second bitmap: pages written to the dump
+        bitmap = f.read(half)
+        if not bitmap[pfn // 8] >> (pfn % 8) & 1:
+            return None
+        index = sum(bin(b).count("1") for b in bitmap[:pfn // 8]) + bin(bitmap[pfn // 8] & ((1 << (pfn % 8)) - 1)).count("1")
+        pos = lay["desc_off"] + index * PAGE_DESC.size
+        f.seek(pos)
+        offset, size, flags, _pf = PAGE_DESC.unpack(f.read(PAGE_DESC.size))
+        return pos, offset, size, flags
+
+
+def damage_page(src: Path, dst: Path, phys: int) -> None:
+    """Copy src to dst with the page holding ``phys`` made undecompressable.
+
+    :raises ValueError: the page is not in the dump, or is stored uncompressed (a flipped
+        byte there would change data silently instead of failing)
+    """
+    shutil.copy(src, dst)
+    found = page_descriptor(dst, phys)
+    if found is None:
+        raise ValueError(f"page {phys:#x} is not in {src}")
+    _pos, offset, size, flags = found
+    if not flags & DUMP_DH_COMPRESSED:
+        raise ValueError(f"page {phys:#x} is stored uncompressed in {src}")
+    with open(dst, "r+b") as f:
+        # zlib: the 2-byte header and the first deflate block header decide everything
+        for at in (offset, offset + 1, offset + 2):
+            f.seek(at)
+            byte = f.read(1)[0]
+            f.seek(at)
+            f.write(bytes([byte ^ 0xFF]))
