@@ -1,0 +1,48 @@
+"""Capture logs are checked against the crash they claim to describe: the samples' own
+logs are consistent, another crash's is a mismatch, a log without capture facts is
+undecidable, and a vmcore-dmesg (the crashed kernel's own log) is recognised."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import FIRST_KERNEL_DUMPS, SAMPLES
+
+import dumpkit
+from dumpkit.kdump.match import match_capture_log
+
+SCENARIOS = sorted({d["scenario"] for d in FIRST_KERNEL_DUMPS})
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_own_capture_log_and_console_are_consistent(scenario):
+    prog = dumpkit.open(SAMPLES / scenario / "vmcore.kdump").prog
+    for name in ("capture-dmesg.txt", "console.log"):
+        m = match_capture_log(prog, (SAMPLES / scenario / name).read_text(errors="replace"))
+        assert m.status == "consistent", (name, m.reasons)
+        assert any("elfcorehdr" in r for r in m.reasons)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_other_crashs_log_is_a_mismatch(scenario):
+    prog = dumpkit.open(SAMPLES / scenario / "vmcore.kdump").prog
+    own = match_capture_log(prog, (SAMPLES / scenario / "capture-dmesg.txt").read_text())
+    for other in SCENARIOS:
+        if other == scenario:
+            continue
+        m = match_capture_log(prog, (SAMPLES / other / "capture-dmesg.txt").read_text())
+        # two boots may reserve the same crashkernel range; then the log cannot be told apart
+        if m.reasons == own.reasons:
+            assert m.status == "consistent"
+        else:
+            assert m.status == "mismatch", (other, m.reasons)
+
+
+def test_first_kernel_boot_log_is_undecidable_and_vmcore_dmesg_is_recognised():
+    from drgn.helpers.linux.printk import get_printk_records
+
+    prog = dumpkit.open(SAMPLES / "nocopy-fault" / "vmcore.kdump").prog
+    assert match_capture_log(prog, (SAMPLES / "nocopy-fault" / "ground-truth" / "dmesg.txt").read_text()).status \
+        == "undecidable"
+    text = "\n".join(f"[{r.timestamp / 1e9:12.6f}] {r.text.decode(errors='replace')}"
+                     for r in get_printk_records(prog))
+    assert match_capture_log(prog, text).status == "consistent"
