@@ -1,6 +1,8 @@
 """Per-endpoint verdict: could it DMA when the kernel died, did it keep writing after the
 crash, did that DMA hit the capture kernel, and did a port reset stop it — each claim with
-its evidence, or "unknown" with the reason."""
+its evidence, or "unknown" with the reason. Nothing here names an IOMMU vendor or a
+driver: the IOMMU state comes from :mod:`dumpkit.iommu`, ring evidence from
+:mod:`dumpkit.rings`."""
 
 from __future__ import annotations
 
@@ -10,22 +12,34 @@ from pathlib import Path
 
 import drgn
 
-__all__ = ["Claim", "EndpointVerdict", "Verdicts", "judge", "RESET_LINE", "NOT_RESET_LINE"]
+from dumpkit.errors import InputError
+
+__all__ = ["Claim", "EndpointVerdict", "Verdicts", "CaptureMismatch", "judge", "RESET_LINE", "NOT_RESET_LINE"]
 
 RESET_LINE = re.compile(r"pci (?P<port>[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]): kdump: secondary bus reset")
 NOT_RESET_LINE = re.compile(r"pci (?P<port>[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]): kdump: not reset: (?P<why>.+)")
 TIMESTAMP = re.compile(r"^\[ *(\d+\.\d+)\]")
+# PCI base classes whose functions firmware commonly leaves mastering (legacy USB
+# emulation, boot storage, the boot framebuffer)
+FIRMWARE_AGENTS = {0x0C03: "a USB controller", 0x01: "a storage controller", 0x03: "a display controller"}
+FEW_RECORDS = "the IOMMU keeps few fault records and the kernel rate-limits them: more may have occurred"
+
+
+class CaptureMismatch(InputError):
+    """A capture log or capture dump that belongs to another crash."""
 
 
 @dataclass
 class Claim:
-    """True, False, or None for unknown; ``evidence`` says why either way."""
+    """True, False, or None for unknown; ``evidence`` says why either way. A claim that
+    does not apply (a reset cannot stop DMA that did not happen) has ``applicable`` False."""
 
     value: bool | None
     evidence: list[str] = field(default_factory=list)
+    applicable: bool = True
 
     def __str__(self) -> str:
-        word = {True: "yes", False: "no", None: "unknown"}[self.value]
+        word = "n/a" if not self.applicable else {True: "yes", False: "no", None: "unknown"}[self.value]
         return f"{word}: {'; '.join(self.evidence)}" if self.evidence else word
 
 
@@ -42,10 +56,14 @@ class EndpointVerdict:
     faults: int = 0
     reset_ports: list[str] = field(default_factory=list)
     landed_pages: list[int] = field(default_factory=list)
+    vendor: int | None = None
+    device: int | None = None
+    decoder: str | None = None
 
     @property
     def summary(self) -> str:
-        """A one-phrase verdict for tables and pictures."""
+        """A one-phrase verdict for tables and pictures; "unknown" wherever a claim that
+        decides it is unknown (pictures must not reassure)."""
         if self.did_dma_after_crash.value:
             parts = ["DMA after crash"]
             if self.hit_capture_kernel.value:
@@ -70,6 +88,9 @@ class Verdicts:
     ports_reset: list[str]
     ports_not_reset: dict[str, str]
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    iommu: str | None = None
+    capture_checks: dict[str, str] = field(default_factory=dict)
 
     def get(self, bdf: str) -> EndpointVerdict | None:
         return next((v for v in self.endpoints if v.bdf == bdf), None)
@@ -92,122 +113,244 @@ def _reset_lines(texts: list[str]) -> tuple[dict[str, float | None], dict[str, s
     return reset, not_reset
 
 
+def _read_log(path) -> str:
+    """A log's text, read once (pipes work); compressed logs where dumpkit.logs knows them."""
+    try:
+        from dumpkit.logs import read_log
+    except ImportError:
+        read_log = None
+    if read_log is not None:
+        got = read_log(path)
+        return got if isinstance(got, str) else getattr(got, "text", str(got))
+    p = Path(path)
+    try:
+        return p.read_bytes().decode(errors="replace")
+    except FileNotFoundError:
+        raise InputError(f"capture log {p} does not exist", "check the path") from None
+    except IsADirectoryError:
+        raise InputError(f"capture log {p} is a directory", "pass the log file") from None
+    except OSError as e:
+        raise InputError(f"capture log {p}: {e.strerror}", "check the path") from None
+
+
 def _copied_in_capture(capture_dump) -> set[str] | None:
-    from dumpkit.dmar.tables import collect_context_entries
-    from dumpkit.dmar.units import collect_units
+    from dumpkit.iommu.collect import collect_iommu
 
-    prog = capture_dump.prog
-    entries = collect_context_entries(prog, collect_units(prog))
-    return {e.bdf for e in entries if e.copied}
+    state = collect_iommu(capture_dump)
+    return {e.bdf for e in state.entries if e.copied}
 
 
-def judge(dump, capture_logs: list[str | Path] = (), capture_dump=None) -> Verdicts:
+def _landed(pages: list[int], crashk: tuple[int, int] | None) -> list[int]:
+    if not crashk:
+        return []
+    lo, hi = crashk
+    return [p for p in pages if lo <= p <= hi]
+
+
+def _crashkernel(prog: drgn.Program) -> tuple[int, int] | None:
+    try:
+        res = prog["crashk_res"]
+        return (res.start.value_(), res.end.value_()) if res.end.value_() > res.start.value_() else None
+    except (KeyError, LookupError, drgn.FaultError):
+        return None
+
+
+def _could_dma(dev, entry, mapping, bypass: bool | None, bypass_why: str, have_iommu: bool) -> Claim:
+    """The PCI state (driver, enable, Bus Master up to the root, power), then what the
+    IOMMU lets the device reach."""
+    if dev.driver is None:
+        ev = ["no driver bound; the kernel's Bus Master flag is software state and firmware may have left "
+              "the device mastering"]
+        agent = FIRMWARE_AGENTS.get(dev.class_code >> 8) or FIRMWARE_AGENTS.get(dev.class_code >> 16)
+        if agent:
+            ev.append(f"{agent}: firmware commonly keeps these doing DMA")
+        claim = Claim(None, ev)
+    else:
+        claim = Claim(dev.could_dma, [dev.could_dma_reason] if dev.could_dma_reason else [])
+    if not have_iommu:
+        if claim.value is not False:
+            claim.evidence.append("no IOMMU in use: its DMA reaches all memory")
+        return claim
+    if bypass:
+        claim.evidence.append(bypass_why)
+        return claim
+    if bypass is None:
+        if claim.value is not False:
+            claim.value = None
+        claim.evidence.append(f"whether its DMA goes through the IOMMU is unknown: {bypass_why}")
+        return claim
+    if entry is None:
+        claim.evidence.append("no IOMMU unit translates it: its DMA reaches memory untranslated")
+        return claim
+    reason = entry.detail.get("reason")
+    if entry.translation == "unknown":
+        if claim.value is not False:
+            claim.value = None
+        claim.evidence.append(f"what the IOMMU allowed it is unknown: {reason or '; '.join(entry.errors)}")
+    elif entry.translation == "blocked":
+        claim.value = False
+        claim.evidence.append(reason or "the IOMMU blocks its DMA")
+    elif entry.translation in ("pass-through", "untranslated"):
+        claim.evidence.append(f"IOMMU {entry.translation}: all memory reachable"
+                              + (f" ({reason})" if reason else ""))
+    elif mapping is not None and mapping.summary.get("writable_bytes"):
+        claim.evidence.append(f"{mapping.summary['writable_bytes']} bytes writable through the IOMMU in "
+                              f"{mapping.summary['ranges']} ranges")
+    elif mapping is not None and mapping.errors:
+        if claim.value is not False:
+            claim.value = None
+        claim.evidence.append(f"its IOMMU page tables are unreadable: {mapping.errors[0]}")
+    elif mapping is not None:
+        claim.value = False
+        claim.evidence.append("no writable IOMMU mapping: any DMA it issues is blocked")
+    return claim
+
+
+def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verdicts:
     """Judge every endpoint (non-bridge function) of a first-kernel dump.
 
     :param dump: the crashed kernel's :class:`dumpkit.Dump`
-    :param capture_logs: the capture kernel's log(s): DMAR faults, reset lines
+    :param capture_logs: the capture kernel's log(s) (or a vmcore-dmesg): IOMMU faults,
+        table copies, reset lines. Each is checked against the dump first.
     :param capture_dump: optionally the capture kernel's own dump (copied tables)
+    :param force: use capture evidence that does not match this crash (with a warning)
+    :raises CaptureMismatch: a capture log from another crash, unless ``force``
     """
-    from dumpkit.dmar.collect import collect_dmar
-    from dumpkit.dmar.pagetable import lookup
+    from dumpkit.dmar.faults import parse_log, parse_printk
+    from dumpkit.iommu.collect import collect_iommu
+    from dumpkit.kdump.match import match_capture_log
     from dumpkit.rings import iommu_bypass, ring_evidence
+    from dumpkit.target.walk import pci_devices
 
     errors: list[str] = []
-    texts = [Path(p).read_text(errors="replace") for p in capture_logs]
-    state = collect_dmar(dump, capture_logs)
+    warnings: list[str] = []
+    prog = dump.prog
+    texts = {str(p): _read_log(p) for p in capture_logs}
+    checks = {}
+    for path, text in texts.items():
+        m = match_capture_log(prog, text)
+        checks[path] = m.status
+        if m.status == "mismatch":
+            if not force:
+                raise CaptureMismatch(f"capture log {path} is from another crash ({m.reasons[0]})",
+                                      "pass this crash's capture log, or --force to use it anyway")
+            warnings.append(f"capture log {path} does not match this crash ({m.reasons[0]}); used because forced")
+        elif m.status == "undecidable":
+            warnings.append(f"capture log {path}: cannot tell whether it belongs to this crash ({m.reasons[0]})")
+    try:
+        faults, sources = parse_printk(prog, "printk"), ["printk"]
+    except (drgn.FaultError, LookupError, AttributeError) as e:
+        faults, sources = [], []
+        errors.append(f"printk buffer unreadable: {e}")
+    for path, text in texts.items():
+        faults.extend(parse_log(text, Path(path).name))
+        sources.append(path)
+    state = collect_iommu(dump, faults=faults, log_sources=sources)
     errors += state.errors
     tree = dump.pci()
-    mappings = {m.device: m for m in state.mappings}
-    entries = {e.bdf: e for e in state.entries}
-    have_iommu = bool(state.units)
-    reset, not_reset = _reset_lines(texts)
+    errors += list(getattr(tree, "errors", []) or [])
+    have_iommu = bool(state.vendors)
+    reset, not_reset = _reset_lines(list(texts.values()))
+    capture_faults = [f for f in faults if f.source != "printk"]
+    copies = {f.reason for f in capture_faults if f.kind == "table-copy" and f.iommu in state.vendors}
     copied = None
     if capture_dump is not None:
         try:
             copied = _copied_in_capture(capture_dump)
-        except (drgn.FaultError, LookupError, AttributeError) as e:
-            errors.append(f"capture dump's VT-d tables unreadable: {e}")
+        except (drgn.FaultError, LookupError, AttributeError, ValueError) as e:
+            errors.append(f"capture dump's IOMMU tables unreadable: {e}")
     faults_by_dev: dict[str, list] = {}
+    alias_notes: dict[str, str] = {}
     for c in state.correlations:
-        if c.device and c.fault.source != "printk":
-            faults_by_dev.setdefault(c.device, []).append(c.fault)
-    pdevs = {}
-    from drgn.helpers.linux.pci import for_each_pci_dev
-
-    for pdev in for_each_pci_dev(dump.prog):
-        pdevs[pdev.dev.kobj.name.string_().decode()] = pdev
+        if c.fault.source == "printk":
+            continue
+        for d in c.devices:
+            faults_by_dev.setdefault(d, []).append(c.fault)
+            if c.note and "alias" in c.note:
+                alias_notes[d] = c.note
+    pdevs = dict(pci_devices(prog)[0])
+    crashk = _crashkernel(prog)
 
     out = []
     for dev in tree:
         if not dev.is_endpoint:
             continue
         name = dev.device_name or dev.class_name or f"{dev.vendor:04x}:{dev.device:04x}"
-        # could DMA at the crash: the PCI state, then the IOMMU's writable mappings
-        could = Claim(dev.could_dma, [dev.could_dma_reason] if dev.could_dma_reason else [])
-        m, e = mappings.get(dev.bdf), entries.get(dev.bdf)
+        entry, m = state.entry(dev.bdf), state.mapping(dev.bdf)
         pdev = pdevs.get(dev.bdf)
-        bypass, bypass_why = iommu_bypass(dump.prog, pdev) if pdev is not None else (False, "")
-        if could.value and have_iommu:
-            if bypass:
-                could.evidence.append(bypass_why)
-            elif bypass is None:
-                # whether the IOMMU translates its DMA at all is unknown: so is what it could reach
-                could = Claim(None, could.evidence + [f"whether its DMA goes through the IOMMU is unknown: "
-                                                      f"{bypass_why}"])
-            elif e is None:
-                could = Claim(False, could.evidence + ["no present context entry: the IOMMU blocks its DMA"])
-            elif e.translation == "pass-through":
-                could.evidence.append("IOMMU pass-through: all memory reachable")
-            elif m is not None and m.summary.get("writable_bytes"):
-                could.evidence.append(f"{m.summary['writable_bytes']} bytes writable through the IOMMU "
-                                      f"in {m.summary['ranges']} ranges")
-            elif m is not None and not m.errors:
-                could = Claim(False, could.evidence + ["no writable IOMMU mapping"])
-        # did DMA after the crash: the rings in the crashed kernel's memory
-        def translate(iova, _m=m, _bypass=bypass):
-            if _bypass:
+        bypass, bypass_why = iommu_bypass(prog, pdev) if pdev is not None else (False, "")
+        could = _could_dma(dev, entry, m, bypass, bypass_why, have_iommu)
+        untranslated = (not have_iommu or bypass or entry is None
+                        or (entry and entry.translation in ("pass-through", "untranslated")))
+
+        def translate(iova, _m=m, _untranslated=untranslated):
+            if _untranslated:
                 return iova
-            if _m is None or not _m.leaves:
-                return None if have_iommu else iova
-            hit = lookup(_m.leaves, iova)
+            hit = state_lookup(_m, iova)
             return hit[0] if hit else None
 
-        ring = ring_evidence(dump.prog, pdev, translate) if pdev is not None else None
+        ring = ring_evidence(prog, pdev, translate) if pdev is not None else None
         completions = ring.unprocessed if ring else None
         if ring is None:
             did = Claim(None, ["device object not found"])
         elif ring.status == "decoded":
             busy = [q for q in ring.queues if q.unprocessed]
             if completions:
-                did = Claim(True, [f"{completions} completions in {', '.join(q.name for q in busy)} the crashed "
-                                   f"kernel never processed (posted at or after the crash)"])
+                did = Claim(True, [f"{completions} completions in {', '.join(q.name for q in busy)} that the "
+                                   "crashed kernel never processed: observed in its memory; that the device "
+                                   "posted them at or after the crash is inferred (the kernel processes "
+                                   "completions as they come)"])
                 if ring.phys_pages:
                     did.evidence.append(f"landed in {len(ring.phys_pages)} physical pages")
+                elif entry is not None and entry.translation == "unknown":
+                    did.evidence.append("where they landed is unknown: the IOMMU tables are unreadable")
             else:
                 did = Claim(False, ["no evidence: every ring fully processed by the crashed kernel"])
         elif ring.status == "not set up":
             did = Claim(False, ["no evidence: " + ring.note])
-        elif dev.could_dma is False and ring.status == "no ring decoder":
+        elif could.value is False and ring.status == "no ring decoder":
             did = Claim(False, ["no evidence: " + ring.note + ", and it could not DMA"])
         else:
             did = Claim(None, [ring.note or ring.status])
         # hit the capture kernel
         faults = faults_by_dev.get(dev.bdf, [])
+        suppressed = sum(f.detail.get("suppressed", 0) for f in capture_faults if f.kind == "callbacks-suppressed")
         if faults:
-            hit = Claim(True, [f"{len(faults)} IOMMU faults from it in the capture kernel's log"])
+            hit = Claim(True, [f"{len(faults)} IOMMU fault(s) from it logged by the capture kernel"
+                               + (f" (+{suppressed} suppressed messages)" if suppressed else "")
+                               + f"; {FEW_RECORDS}"])
+            if dev.bdf in alias_notes:
+                hit.evidence.append(alias_notes[dev.bdf])
         elif copied is not None and dev.bdf in copied and could.value is not False:
-            hit = Claim(True, ["still translating through the crashed kernel's copied tables in the capture kernel"])
+            hit = Claim(True, ["still translating through the crashed kernel's copied tables in the capture kernel "
+                               "(capture dump)"])
         elif copied is not None and dev.bdf in copied:
             hit = Claim(False, ["on copied tables in the capture kernel, but it could not DMA at the crash"])
+        elif "copied" in copies and did.value:
+            hit = Claim(True, ["it kept translating through the crashed kernel's tables, which the capture kernel "
+                               "copied (per the capture log)"])
+        elif "copied" in copies and did.value is None and could.value is not False:
+            hit = Claim(None, ["the capture kernel copied the crashed kernel's tables (per its log), so DMA it kept "
+                               "doing went through them; whether it did is unknown"])
+        elif not have_iommu and did.value and ring and ring.phys_pages:
+            inside = _landed(ring.phys_pages, crashk)
+            hit = Claim(bool(inside) or None,
+                        [f"no IOMMU: {len(inside)} of the pages it wrote lie in the crashkernel reservation"
+                         if inside else "no IOMMU: its post-crash writes landed outside the crashkernel "
+                                        "reservation; later writes are not recorded"])
         elif texts or copied is not None:
-            hit = Claim(False, ["no fault from it in the capture log"
-                                + ("" if copied is None else " and not on copied tables")])
+            ev = "no fault from it in the capture log" + ("" if copied is None else " and not on copied tables")
+            if "failed" in copies and did.value:
+                ev += f" although the table copy failed; {FEW_RECORDS}"
+            hit = Claim(False, [ev])
         else:
             hit = Claim(None, ["no capture-kernel log or dump given"])
         # stopped by reset
         ports = [a.bdf for a in tree.ancestors(dev.bdf) if a.bdf in reset]
         skipped = [f"{a.bdf}: {not_reset[a.bdf]}" for a in tree.ancestors(dev.bdf) if a.bdf in not_reset]
-        if ports:
+        if did.value is False:
+            stopped = Claim(None, ["no DMA after the crash to stop"], applicable=False)
+        elif ports:
             t_reset = min((reset[p] for p in ports if reset[p] is not None), default=None)
             later = [f for f in faults if t_reset is not None and f.time is not None and f.time > t_reset]
             if later:
@@ -222,6 +365,16 @@ def judge(dump, capture_logs: list[str | Path] = (), capture_dump=None) -> Verdi
         else:
             stopped = Claim(None, ["no capture-kernel log given"])
         out.append(EndpointVerdict(dev.bdf, name, dev.driver, could, did, hit, stopped, completions,
-                                   len(faults), ports, ring.phys_pages if ring else []))
-    return Verdicts(out, [str(p) for p in capture_logs], str(capture_dump.path) if capture_dump else None,
-                    sorted(reset), not_reset, errors)
+                                   len(faults), ports, ring.phys_pages if ring else [], dev.vendor, dev.device,
+                                   ring.decoder if ring else None))
+    return Verdicts(out, list(texts), str(capture_dump.path) if capture_dump else None,
+                    sorted(reset), not_reset, errors, warnings, state.vendor, checks)
+
+
+def state_lookup(mapping, iova: int):
+    """A device's DMA address through its walked page tables (None: not mapped)."""
+    from dumpkit.iommu.model import lookup
+
+    if mapping is None or not mapping.leaves:
+        return None
+    return lookup(mapping.leaves, iova)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dumpkit.verdict import EndpointVerdict, Verdicts
 
-__all__ = ["verdict_text", "verdict_frame", "compare_frame", "plot_verdict_tree", "VERDICT_COLOURS",
+__all__ = ["verdict_text", "verdict_table", "verdict_frame", "compare_frame", "plot_verdict_tree", "VERDICT_COLOURS",
            "verdict_json"]
 
 VERDICT_COLOURS = {
@@ -20,16 +20,37 @@ VERDICT_COLOURS = {
 CLAIMS = ("could_dma", "did_dma_after_crash", "hit_capture_kernel", "stopped_by_reset")
 
 
+def _word(c) -> str:
+    return "n/a" if not c.applicable else {True: "yes", False: "no", None: "unknown"}[c.value]
+
+
+def verdict_table(v: Verdicts) -> list[str]:
+    """One line per endpoint: BDF, ids and name, driver, the four claims."""
+    lines = [f"{'device':14}{'ids':11}{'name':34}{'driver':13}{'could':9}{'did':9}{'hit':9}{'stopped':8}"]
+    for e in v.endpoints:
+        ids = f"{e.vendor:04x}:{e.device:04x}" if e.vendor is not None and e.device is not None else "?"
+        lines.append(f"{e.bdf:14}{ids:11}{e.name[:33]:34}{(e.driver or '-')[:12]:13}"
+                     + "".join(f"{_word(getattr(e, c)):{w}}" for c, w in zip(CLAIMS, (9, 9, 9, 8), strict=True)))
+    return lines
+
+
 def verdict_text(v: Verdicts) -> str:
-    lines = [f"capture log: {', '.join(v.capture_logs) or 'none'}; capture dump: {v.capture_dump or 'none'}"]
+    lines = [f"IOMMU: {v.iommu or 'none in use'}; capture log: {', '.join(v.capture_logs) or 'none'}"
+             + "".join(f" ({v.capture_checks[p]})" for p in v.capture_logs if p in v.capture_checks)
+             + f"; capture dump: {v.capture_dump or 'none'}"]
+    lines += [f"warning: {w}" for w in v.warnings]
     if v.ports_reset or v.ports_not_reset:
         lines.append(f"ports reset by the capture kernel: {', '.join(v.ports_reset) or 'none'}"
                      + "".join(f"; {p} not reset: {why}" for p, why in v.ports_not_reset.items()))
+    lines.append("")
+    lines += verdict_table(v)
     for e in v.endpoints:
         lines.append("")
         lines.append(f"{e.bdf}  {e.name}  [{e.driver or 'no driver'}]  => {e.summary}")
         for claim in CLAIMS:
             lines.append(f"    {claim.replace('_', ' ') + ':':24}{getattr(e, claim)}")
+        if e.decoder:
+            lines.append(f"    {'judged by decoder:':24}{e.decoder}")
         if e.landed_pages:
             shown = ", ".join(f"{p:#x}" for p in e.landed_pages[:6])
             more = f" (+{len(e.landed_pages) - 6} more)" if len(e.landed_pages) > 6 else ""
@@ -39,12 +60,14 @@ def verdict_text(v: Verdicts) -> str:
 
 
 def _row(e: EndpointVerdict) -> dict:
-    row = {"bdf": e.bdf, "name": e.name, "driver": e.driver, "verdict": e.summary,
-           "post_crash_completions": e.post_crash_completions, "faults": e.faults,
-           "reset_ports": ",".join(e.reset_ports), "landed_pages": len(e.landed_pages)}
+    row = {"bdf": e.bdf, "name": e.name, "driver": e.driver,
+           "ids": f"{e.vendor:04x}:{e.device:04x}" if e.vendor is not None and e.device is not None else None,
+           "verdict": e.summary, "post_crash_completions": e.post_crash_completions, "faults": e.faults,
+           "reset_ports": ",".join(e.reset_ports), "landed_pages": len(e.landed_pages), "decoder": e.decoder}
     for claim in CLAIMS:
         c = getattr(e, claim)
         row[claim] = c.value
+        row[f"{claim}_applicable"] = c.applicable
         row[f"{claim}_evidence"] = "; ".join(c.evidence)
     return row
 
@@ -58,8 +81,8 @@ def verdict_frame(v: Verdicts):
 
 def verdict_json(v: Verdicts) -> dict:
     return {"endpoints": [{**_row(e), "landed_pages": e.landed_pages} for e in v.endpoints],
-            **{k: getattr(v, k) for k in ("capture_logs", "capture_dump", "ports_reset", "ports_not_reset",
-                                          "errors")}}
+            **{k: getattr(v, k) for k in ("iommu", "capture_logs", "capture_checks", "capture_dump", "ports_reset",
+                                          "ports_not_reset", "warnings", "errors")}}
 
 
 def compare_frame(before: Verdicts, after: Verdicts):

@@ -67,12 +67,35 @@ def _entry(e) -> TranslationEntry:
         errors=list(e.errors))
 
 
-def _unit_for(bdf: str, units) -> object | None:
-    seg = int(bdf[:4], 16)
-    scoped = [u for u in units if not u.ignored and u.segment == seg
-              and any(bdf == s or s.startswith(bdf[:8]) for s in u.device_scope)]
-    if scoped:
-        return scoped[0]
+def _upstream(prog: drgn.Program) -> dict[str, list[str]]:
+    """For each PCI function: itself and the bridges above it, nearest first."""
+    from dumpkit.target.walk import pci_devices
+
+    parent = {}
+    for name, pdev in pci_devices(prog)[0]:
+        try:
+            bridge = pdev.bus.self
+            parent[name] = bridge.dev.kobj.name.string_().decode() if bridge else None
+        except drgn.FaultError:
+            parent[name] = None
+    out = {}
+    for name in parent:
+        chain, cur = [name], parent[name]
+        while cur and cur not in chain and len(chain) < 64:
+            chain.append(cur)
+            cur = parent.get(cur)
+        out[name] = chain
+    return out
+
+
+def _unit_for(chain: list[str], units) -> object | None:
+    """The unit whose device scope holds the function or a bridge above it (a DMAR
+    bridge scope covers everything below), else the segment's INCLUDE_ALL unit."""
+    seg = int(chain[0][:4], 16)
+    for bdf in chain:
+        scoped = [u for u in units if not u.ignored and u.segment == seg and bdf in u.device_scope]
+        if scoped:
+            return scoped[0]
     return next((u for u in units if not u.ignored and u.segment == seg and u.include_all), None)
 
 
@@ -105,8 +128,9 @@ def collect(prog: drgn.Program, pci_bdfs: set[str] = frozenset()) -> VtdState:
                    else e.bus, e.errors) for e in raw_entries if e.translation == "unreadable"]
     have = {e.bdf for e in entries}
 
+    upstream = _upstream(prog) if pci_bdfs - have else {}
     for bdf in sorted(pci_bdfs - have):
-        u = _unit_for(bdf, raw_units)
+        u = _unit_for(upstream.get(bdf, [bdf]), raw_units)
         if u is None:
             continue
         bus = int(bdf[5:7], 16)
