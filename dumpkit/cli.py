@@ -1,22 +1,37 @@
-"""The dumpkit command line."""
+"""The dumpkit command line.
+
+Error policy: every failure a user can cause or meet is one line on stderr, ``dumpkit:
+error: WHAT; FIX``, and an exit code from :data:`dumpkit.errors.EXIT_CODES` chosen by what
+failed: the command line (2), an input (3, checked before any analysis), debug info (4),
+permissions (5), a QMP socket (6), the kernel's data in the dump (7), the output (8), or
+Ctrl-C (130). A closed pipe (``| head``) ends quietly with 0. Inputs are only ever read.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
+import io
 import json
+import math
+import os
+import stat
 import sys
+from pathlib import Path
 
-import drgn
+from dumpkit.errors import (EXIT_CODES, AccessError, AnalysisError, DumpkitError, InputError, Interrupted,
+                            OutputError)
 
-from dumpkit.errors import EXIT_CODES, AnalysisError, DumpkitError
-
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 EPILOG = """\
 sources:
   PATH          a vmcore, ELF or kdump-compressed (makedumpfile, QEMU)
   live          this machine's kernel through /proc/kcore (needs root)
   qmp:SOCKET    a running QEMU guest (-qmp unix:SOCKET,server=on,wait=off -device vmcoreinfo)
+
+global options (--debuginfo, --debuginfod, --vmcoreinfo) go before or after COMMAND.
 
 examples:
   dumpkit info sample-dumps/nocopy-fault/vmcore.kdump
@@ -27,17 +42,178 @@ examples:
   dumpkit compare sample-dumps/nocopy-fault/vmcore.kdump sample-dumps/patched-nocopy/vmcore.kdump
   dumpkit triage sample-dumps --jobs 2 --format csv -o triage.csv
   dumpkit report sample-dumps/nocopy-fault/vmcore.kdump -o report.html
-  dumpkit --debuginfo vmlinux info /var/crash/127.0.0.1-2026-11-23/vmcore
+  dumpkit faults vmcore-dmesg.txt --csv          # IOMMU faults of a log, no dump needed
+  dumpkit info /var/crash/127.0.0.1-2026-11-23/vmcore --debuginfo /usr/lib/debug --debuginfo e1000e.ko.debug
   sudo dumpkit pci live
 
 exit codes:
-""" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+""" + "\n".join(f"  {code:<3} {text}" for code, text in EXIT_CODES.items())
 
+# commands whose dump --vmcoreinfo replaces the VMCOREINFO of (verdict: its --capture-dump)
+VMCOREINFO_COMMANDS = ("info", "pci", "dmar", "verdict")
+
+
+# --- argument types and global options --------------------------------------------------
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+def _add_global_options(parser: argparse.ArgumentParser, after_command: bool) -> None:
+    """--debuginfo, --debuginfod and --vmcoreinfo, before COMMAND (top-level parser) and
+    after it (each subparser, into separate destinations merged by :func:`_merge_globals`)."""
+    prefix, default = ("sub_", argparse.SUPPRESS) if after_command else ("", None)
+    group = parser.add_argument_group("global options (before or after COMMAND)")
+    group.add_argument("--debuginfo", action="append", metavar="PATH", dest=prefix + "debuginfo",
+                       default=default,
+                       help="debug info of the dumped kernel and its modules: a vmlinux, module .ko/.ko.debug "
+                            "files, or a directory such as /usr/lib/debug or an unpacked -dbg package; "
+                            "repeatable, matched by build-id. Default: drgn's standard search, then the "
+                            "sample-dumps manifest")
+    group.add_argument("--debuginfod", action="store_true", dest=prefix + "debuginfod",
+                       default=argparse.SUPPRESS if after_command else False,
+                       help="also ask debuginfod servers (network) for missing debug info; "
+                            "also on with DUMPKIT_DEBUGINFOD=1")
+    group.add_argument("--vmcoreinfo", metavar="FILE", dest=prefix + "vmcoreinfo", default=default,
+                       help="VMCOREINFO text to use instead of the dump's (a QEMU dump of a capture "
+                            "kernel; for verdict it applies to --capture-dump)")
+
+
+def _merge_globals(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    after = getattr(args, "sub_debuginfo", None) or []
+    args.debuginfo = (args.debuginfo or []) + after or None
+    if getattr(args, "sub_vmcoreinfo", None) is not None:
+        args.vmcoreinfo = args.sub_vmcoreinfo
+    env = os.environ.get("DUMPKIT_DEBUGINFOD", "") not in ("", "0")
+    args.debuginfod = bool(args.debuginfod or getattr(args, "sub_debuginfod", False) or env)
+    for name in ("sub_debuginfo", "sub_vmcoreinfo", "sub_debuginfod"):
+        if hasattr(args, name):
+            delattr(args, name)
+    if args.vmcoreinfo is not None and (args.command not in VMCOREINFO_COMMANDS or
+                                        (args.command == "verdict" and not args.capture_dump)):
+        parser.error("--vmcoreinfo applies to the dump of info, pci and dmar, and to verdict --capture-dump")
+
+
+def _open_kwargs(args, vmcoreinfo: bool = True) -> dict:
+    kw: dict = {"debuginfo": args.debuginfo}
+    if vmcoreinfo and args.vmcoreinfo:
+        kw["vmcoreinfo"] = args.vmcoreinfo
+    if args.debuginfod:   # only when set: dumpkit.open of older versions has no such keyword
+        kw["debuginfod"] = True
+    return kw
+
+
+# --- inputs, kernel data, output ---------------------------------------------------------
+
+def _is_file_source(source: str) -> bool:
+    return source != "live" and not source.startswith("qmp:")
+
+
+def _check_dump(source: str) -> None:
+    """A dump file given on the command line: present, a regular file, complete (exit 3/5)
+    before any analysis starts. live and qmp: are checked when attached."""
+    if _is_file_source(str(source)):
+        from dumpkit.target.corefile import inspect_core_file
+
+        inspect_core_file(source)
+
+
+def _check_file(path: str, what: str) -> None:
+    """A log or other input file: present and readable (exit 3/5). Pipes are allowed
+    (``--log <(zcat syslog.gz)``)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise InputError(f"{what} {p}: no such file", "check the path") from None
+    except PermissionError:
+        raise AccessError(f"{what} {p}: permission denied", "make it readable") from None
+    except OSError as e:
+        raise InputError(f"{what} {p}: {e.strerror}", "check the path") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{what} {p} is a directory", "pass the file inside it")
+    if not os.access(p, os.R_OK):
+        raise AccessError(f"{what} {p}: permission denied", "make it readable")
+
+
+def _check_vmcoreinfo(args) -> None:
+    if args.vmcoreinfo:
+        from dumpkit.target.corefile import read_vmcoreinfo_file
+
+        read_vmcoreinfo_file(args.vmcoreinfo)
+
+
+@contextlib.contextmanager
+def _kernel_data(source: str):
+    """Errors raised while opening a dump and reading the kernel's data in it: a missing or
+    unreadable file is exit 3/5, anything else drgn could not read is exit 7."""
+    import drgn
+
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except PermissionError as e:
+        raise AccessError(f"{e.filename or source}: permission denied", "make it readable") from None
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
+        raise InputError(f"{e.filename or source}: {e.strerror}", "check the path") from None
+    except (drgn.FaultError, LookupError, AttributeError, OSError) as e:
+        # reading kernel data through drgn failed somewhere no collector expected it:
+        # one line for the user; DUMPKIT_DEBUG=1 shows the traceback
+        if os.environ.get("DUMPKIT_DEBUG"):
+            raise
+        raise AnalysisError(f"{source}: reading the kernel's data failed ({type(e).__name__}: {e})",
+                            "the dump may be incomplete or from a kernel dumpkit does not know "
+                            "(DUMPKIT_DEBUG=1 for details)") from None
+
+
+@contextlib.contextmanager
+def _writing(where: str):
+    """Errors writing output are the output's (exit 8), never the dump's; a closed pipe is
+    passed on to end quietly."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise OutputError(f"writing {where} failed: {e.strerror or e}",
+                          "free space on that disk or write elsewhere") from None
+
+
+def _emit(text: str) -> None:
+    with _writing("standard output"):
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+
+
+def _check_output(path: str, inputs=()) -> None:
+    from dumpkit.triage import check_output
+
+    check_output(path, [p for p in inputs if p])
+
+
+# --- commands -----------------------------------------------------------------------------
 
 def _open(args):
     import dumpkit
 
-    return dumpkit.open(args.source, debuginfo=args.debuginfo, vmcoreinfo=args.vmcoreinfo)
+    return dumpkit.open(args.source, **_open_kwargs(args))
 
 
 def _info_lines(dump) -> list[str]:
@@ -74,20 +250,52 @@ def _info_lines(dump) -> list[str]:
     return lines
 
 
-def cmd_info(args) -> int:
-    dump = _open(args)
-    if args.json:
-        import dataclasses
+def _modules(dump) -> list | None:
+    """The kernel's modules when this dumpkit's Dump lists them, else None."""
+    modules = getattr(dump, "modules", None)
+    if modules is None:
+        return None
+    return list(modules() if callable(modules) else modules)
 
-        out = {"info": dataclasses.asdict(dump.info), "kdump": dataclasses.asdict(dump.kdump())}
-        if args.sha256:
-            out["info"]["sha256"] = dump.sha256()
-        print(json.dumps(out, indent=1, default=str))
-        return 0
-    for line in _info_lines(dump):
-        print(line)
-    if args.sha256:
-        print(f"{'sha256:':22}{dump.sha256()}")
+
+def _module_lines(modules: list) -> list[str]:
+    loaded = sum(1 for m in modules if getattr(m, "debug_file", None))
+    lines = [f"{'modules:':22}" + (f"{len(modules)} loaded, debug info for {loaded}" if modules else "none loaded")]
+    for m in modules:
+        address = getattr(m, "address", None)
+        where = f"{address:#x}" if isinstance(address, int) else "-"
+        detail = getattr(m, "debug_file", None) or getattr(m, "reason", None) or getattr(m, "status", "")
+        lines.append(f"  {m.name:24} {where:18} {getattr(m, 'build_id', None) or '-':40}  {detail}")
+    return lines
+
+
+def _plain(obj):
+    import dataclasses
+
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(vars(obj))
+
+
+def cmd_info(args) -> int:
+    _check_dump(args.source)
+    _check_vmcoreinfo(args)
+    with _kernel_data(args.source):
+        dump = _open(args)
+        modules = _modules(dump)
+        if args.json:
+            out = {"info": _plain(dump.info), "kdump": _plain(dump.kdump())}
+            if args.sha256:
+                out["info"]["sha256"] = dump.sha256()
+            if modules is not None:
+                out["modules"] = [_plain(m) for m in modules]
+            text = json.dumps(out, indent=1, default=str)
+        else:
+            lines = _info_lines(dump)
+            if args.sha256:
+                lines.append(f"{'sha256:':22}{dump.sha256()}")
+            if modules is not None:
+                lines += _module_lines(modules)
+            text = "\n".join(lines)
+    _emit(text)
     return 0
 
 
@@ -95,13 +303,17 @@ def cmd_pci(args) -> int:
     from dumpkit.pci import collect_pci
     from dumpkit.pci.render import to_frame, to_json, tree_text
 
-    tree = collect_pci(_open(args).prog)
+    _check_dump(args.source)
+    _check_vmcoreinfo(args)
+    with _kernel_data(args.source):
+        tree = collect_pci(_open(args).prog)
     if args.json:
-        print(to_json(tree))
+        text = to_json(tree)
     elif args.csv:
-        to_frame(tree).to_csv(sys.stdout)
+        text = to_frame(tree).to_csv()
     else:
-        print(tree_text(tree))
+        text = tree_text(tree)
+    _emit(text)
     if tree.errors:
         # what could be read is printed; the first problem is the error line
         raise AnalysisError(tree.errors[0], f"{len(tree)} functions shown")
@@ -112,17 +324,20 @@ def cmd_dmar(args) -> int:
     from dumpkit.dmar.collect import collect_dmar, find_capture_logs
     from dumpkit.dmar.render import dmar_json, dmar_text
 
-    dump = _open(args)
-    logs = list(args.log or [])
-    if not logs and not args.no_auto_log:
-        logs = find_capture_logs(dump.path)
-        for log in logs:
-            print(f"dumpkit: using the capture log beside the dump: {log}", file=sys.stderr)
-    state = collect_dmar(dump, logs)
-    if args.json:
-        print(json.dumps(dmar_json(state), indent=1, default=str))
-    else:
-        print(dmar_text(state))
+    _check_dump(args.source)
+    for log in args.log or []:
+        _check_file(log, "log")
+    _check_vmcoreinfo(args)
+    with _kernel_data(args.source):
+        dump = _open(args)
+        logs = list(args.log or [])
+        if not logs and not args.no_auto_log:
+            logs = find_capture_logs(dump.path)
+            for log in logs:
+                print(f"dumpkit: using the capture log beside the dump: {log}", file=sys.stderr)
+        state = collect_dmar(dump, logs)
+        text = json.dumps(dmar_json(state), indent=1, default=str) if args.json else dmar_text(state)
+    _emit(text)
     return 0
 
 
@@ -131,69 +346,92 @@ def _judge(source: str, args, capture_logs, capture_dump_path):
     from dumpkit.dmar.collect import find_capture_logs
     from dumpkit.verdict import judge
 
-    dump = dumpkit.open(source, debuginfo=args.debuginfo)
+    dump = dumpkit.open(source, **_open_kwargs(args, vmcoreinfo=False))
     logs = list(capture_logs or [])
     if not logs and not dump.kdump().capture_kernel:
         logs = find_capture_logs(dump.path)
         for log in logs:
             print(f"dumpkit: using the capture log beside the dump: {log}", file=sys.stderr)
-    cap = dumpkit.open(capture_dump_path, debuginfo=args.debuginfo) if capture_dump_path else None
+    cap = dumpkit.open(capture_dump_path, **_open_kwargs(args)) if capture_dump_path else None
     return dump, judge(dump, logs, cap)
 
 
 def cmd_verdict(args) -> int:
     from dumpkit.verdict_render import verdict_json, verdict_text
 
-    _dump, v = _judge(args.source, args, args.capture_log, args.capture_dump)
-    print(json.dumps(verdict_json(v), indent=1, default=str) if args.json else verdict_text(v))
+    _check_dump(args.source)
+    for log in args.capture_log or []:
+        _check_file(log, "capture log")
+    if args.capture_dump:
+        _check_dump(args.capture_dump)
+    _check_vmcoreinfo(args)
+    with _kernel_data(args.source):
+        _dump, v = _judge(args.source, args, args.capture_log, args.capture_dump)
+        text = json.dumps(verdict_json(v), indent=1, default=str) if args.json else verdict_text(v)
+    _emit(text)
     return 0
 
 
 def cmd_compare(args) -> int:
     from dumpkit.verdict_render import compare_frame
 
-    _b, before = _judge(args.before, args, None, None)
-    _a, after = _judge(args.after, args, None, None)
+    _check_dump(args.before)
+    _check_dump(args.after)
+    with _kernel_data(args.before):
+        _b, before = _judge(args.before, args, None, None)
+    with _kernel_data(args.after):
+        _a, after = _judge(args.after, args, None, None)
     frame = compare_frame(before, after)
     if args.csv:
-        frame.to_csv(sys.stdout)
+        text = frame.to_csv()
     else:
         import pandas as pd
 
         with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 40):
-            print(frame.to_string())
+            text = frame.to_string()
+    _emit(text)
     return 0
 
 
 def cmd_triage(args) -> int:
-    from dumpkit.triage import find_dumps, triage
+    from dumpkit.triage import KIND_CAPTURE, RowWriter, find_dumps, iter_triage
 
     paths = find_dumps(args.paths)
     if not paths:
-        print("dumpkit: error: no dumps found in the given paths", file=sys.stderr)
-        return 2
-    if args.format == "parquet" and not args.output:
-        print("dumpkit: error: --format parquet needs -o FILE", file=sys.stderr)
-        return 2
-    rows = triage(paths, jobs=args.jobs, timeout=args.timeout, debuginfo=args.debuginfo,
-                  progress=sys.stderr.isatty())
-    import pandas as pd
-
-    frame = pd.DataFrame(rows)
-    if args.format == "json":
-        text = json.dumps(rows, indent=1, default=str)
-    elif args.format == "csv":
-        text = frame.to_csv(index=False)
-    else:
-        frame.to_parquet(args.output, index=False)
-        text = None
-    if text is not None:
-        if args.output:
-            with open(args.output, "w") as f:
-                f.write(text)
-        else:
-            print(text)
+        raise InputError(f"no dumps found in {', '.join(args.paths)}",
+                         "pass vmcore files or the directories holding them")
+    if args.output:
+        _check_output(args.output, [*paths, *args.paths])
+    writer = RowWriter(args.output, args.format)
+    progress = sys.stderr.isatty()
+    finished: list = []
+    rows: list[dict] = []
+    gen = iter_triage(paths, jobs=args.jobs, timeout=args.timeout, debuginfo=args.debuginfo, progress=progress,
+                      debuginfod=args.debuginfod, finished=finished)
+    try:
+        for _i, row in gen:
+            writer.write(row)
+            rows.append(row)
+    except BaseException as e:
+        gen.close()                      # stops the workers, hands over the finished rows
+        try:
+            for _i, row in finished:
+                writer.write(row)
+                rows.append(row)
+        finally:
+            writer.close()
+        if isinstance(e, KeyboardInterrupt):
+            if progress:
+                print(file=sys.stderr)
+            raise Interrupted(f"interrupted after {len(rows)} of {len(paths)} dumps",
+                              f"their rows are in {writer.where}") from None
+        raise
+    writer.close()
     failed = [r for r in rows if r["status"] != "ok"]
+    if progress:
+        captures = sum(1 for r in rows if r.get("kind") == KIND_CAPTURE)
+        print(f"triage: {len(rows) - captures - len(failed)} crashes, {captures} capture-state dumps, "
+              f"{len(failed)} failed", file=sys.stderr)
     for r in failed:
         print(f"dumpkit: {r['path']}: {r['error']}", file=sys.stderr)
     return 1 if failed else 0
@@ -202,106 +440,219 @@ def cmd_triage(args) -> int:
 def cmd_report(args) -> int:
     from dumpkit.report import render_report
 
-    out = render_report(args.source, args.output, notebook=args.notebook, capture_log=args.capture_log,
-                        debuginfo=args.debuginfo)
-    print(out)
+    _check_dump(args.source)
+    if args.capture_log:
+        _check_file(args.capture_log, "capture log")
+    _check_output(args.output, [args.source if _is_file_source(args.source) else None, args.capture_log])
+    if args.debuginfod:      # render_report opens the dump itself, also inside the notebook kernel
+        os.environ["DUMPKIT_DEBUGINFOD"] = "1"
+    with _kernel_data(args.source):
+        try:
+            out = render_report(args.source, args.output, notebook=args.notebook, capture_log=args.capture_log,
+                                debuginfo=args.debuginfo)
+        except OSError as e:
+            if isinstance(e, BrokenPipeError) or not e.filename or Path(e.filename) != Path(args.output):
+                raise
+            raise OutputError(f"writing {args.output} failed: {e.strerror}",
+                              "free space on that disk or write elsewhere") from None
+    _emit(str(out))
     return 0
 
+
+FAULT_FIELDS = ["time", "source", "kind", "iommu", "unit", "requester", "pasid", "address", "access",
+                "reason_code", "reason", "raw"]
+
+
+def _read_log_text(path: str) -> str:
+    """A log's text: standard input for "-", through dumpkit.logs.read_log when this dumpkit
+    has it (pipes, compressed logs), else the file's bytes decoded with replacement characters."""
+    try:
+        from dumpkit.logs import read_log
+    except ImportError:
+        read_log = None
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read()
+        elif read_log is not None:
+            data = read_log(path)
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
+            from dumpkit.target.corefile import COMPRESSED_MAGICS
+
+            for prefix, (kind, tool) in COMPRESSED_MAGICS.items():
+                if data.startswith(prefix):
+                    raise InputError(f"log {path} is {kind}-compressed", f"decompress it first: {tool} {path}")
+    except PermissionError:
+        raise AccessError(f"log {path}: permission denied", "make it readable") from None
+    except OSError as e:
+        raise InputError(f"log {path}: {e.strerror or e}", "check the path") from None
+    return data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+
+
+def _fault_line(f) -> str:
+    t = f"[{f.time:12.6f}] " if f.time is not None else ""
+    what = f.kind + (f" {f.unit}" if f.unit else "") + (f" ({f.iommu})" if f.kind == "table-copy" else "")
+    if f.requester:
+        what += f" from {f.requester}"
+    if f.pasid is not None:
+        what += f" pasid {f.pasid:#x}"
+    if f.address is not None:
+        what += f" {f.access + ' ' if f.access else ''}{f.address:#x}"
+    if f.reason:
+        what += f": {f.reason}" + (f" ({f.reason_code:#04x})" if f.reason_code is not None else "")
+    return f"{t}{what}  <{f.source}>"
+
+
+def cmd_faults(args) -> int:
+    from dumpkit.dmar.faults import parse_log
+
+    for log in args.logs:
+        if log != "-":
+            _check_file(log, "log")
+    records = []
+    names = ["standard input" if log == "-" else str(log) for log in args.logs]
+    for log, name in zip(args.logs, names, strict=True):
+        records += parse_log(_read_log_text(log), name)
+    if args.json:
+        text = json.dumps([_plain(r) for r in records], indent=1, default=str)
+    elif args.csv:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, FAULT_FIELDS, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for r in records:
+            row = _plain(r)
+            if row["address"] is not None:
+                row["address"] = f"{row['address']:#x}"
+            w.writerow(row)
+        text = buf.getvalue()
+    else:
+        lines = [f"{len(records)} IOMMU fault records and events in {', '.join(names)}"]
+        lines += [f"  {_fault_line(r)}" for r in records]
+        text = "\n".join(lines)
+    _emit(text)
+    return 0
+
+
+# --- parser and main ----------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="dumpkit", description="Which PCIe endpoints were still doing DMA "
                                  "when the kernel died, and what that did to the kdump kernel.",
                                  epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--debuginfo", metavar="PATH", help="vmlinux (or .debug) of the dumped kernel; default: "
-                    "the sample-dumps manifest for its build-id, else drgn's standard search")
-    ap.add_argument("--vmcoreinfo", metavar="FILE",
-                    help="VMCOREINFO text to use instead of the dump's (QEMU dump of a capture kernel)")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_global_options(ap, after_command=False)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                            help="what to do (dumpkit COMMAND --help for its options)")
 
-    p = sub.add_parser("info", help="kernel, crash and kdump facts of a dump", epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source")
+    def command(name: str, help: str, func) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    source_help = "the dump: a vmcore file, live, or qmp:SOCKET"
+
+    p = command("info", "kernel, crash and kdump facts of a dump, and its modules", cmd_info)
+    p.add_argument("source", help=source_help)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--sha256", action="store_true", help="also hash the dump file (reads all of it)")
-    p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("pci", help="the PCI tree with DMA-relevant state", epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source")
+    p = command("pci", "the PCI tree with DMA-relevant state", cmd_pci)
+    p.add_argument("source", help=source_help)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--tree", action="store_true", help="tree text (default)")
     fmt.add_argument("--json", action="store_true", help="JSON")
     fmt.add_argument("--csv", action="store_true", help="CSV, one row per function")
-    p.set_defaults(func=cmd_pci)
 
-    p = sub.add_parser("dmar", help="Intel VT-d units, context entries, mappings, and fault records", epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source")
+    p = command("dmar", "Intel VT-d units, context entries, mappings, and fault records", cmd_dmar)
+    p.add_argument("source", help=source_help)
     p.add_argument("--log", action="append", metavar="FILE",
                    help="a text log to read faults from (capture kernel dmesg, vmcore-dmesg.txt, serial "
                         "console); repeatable. Default: such a log beside the dump, if any")
     p.add_argument("--no-auto-log", action="store_true", help="do not look for a capture log beside the dump")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=cmd_dmar)
 
-    p = sub.add_parser("verdict", help="per endpoint: could it DMA, did it after the crash, did it hit the "
-                       "capture kernel, did a reset stop it", epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command("verdict", "per endpoint: could it DMA, did it after the crash, did it hit the capture "
+                "kernel, did a reset stop it", cmd_verdict)
     p.add_argument("source", help="the crashed (first) kernel's dump")
     p.add_argument("--capture-log", action="append", metavar="FILE",
-                   help="the capture kernel's log; default: capture-dmesg.txt/vmcore-dmesg.txt beside the dump")
+                   help="the capture kernel's log; repeatable. Default: capture-dmesg.txt/vmcore-dmesg.txt "
+                        "beside the dump")
     p.add_argument("--capture-dump", metavar="FILE", help="a dump of the running capture kernel (copied tables)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_verdict)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("compare", help="verdicts of two dumps side by side (before/after a patch)", epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("before")
-    p.add_argument("after")
-    p.add_argument("--csv", action="store_true")
-    p.set_defaults(func=cmd_compare)
+    p = command("compare", "verdicts of two dumps side by side (before/after a patch)", cmd_compare)
+    p.add_argument("before", help="the first dump (for example without the reset patch)")
+    p.add_argument("after", help="the second dump (for example with it)")
+    p.add_argument("--csv", action="store_true", help="CSV instead of a text table")
 
-    p = sub.add_parser("triage", help="many dumps into one table, each in its own worker", epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command("triage", "many dumps into one table, each in its own worker; rows are written as dumps "
+                "finish, capture-state dumps are marked, not counted as crashes", cmd_triage)
     p.add_argument("paths", nargs="+", metavar="PATH", help="dump files or directories to search for dumps")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--timeout", type=float, default=300, help="seconds allowed per dump (default 300)")
-    p.add_argument("--format", choices=["json", "csv", "parquet"], default="csv")
-    p.add_argument("-o", "--output", metavar="FILE")
-    p.set_defaults(func=cmd_triage)
+    p.add_argument("--jobs", type=_positive_int, default=1, help="worker processes, at least 1 (default 1)")
+    p.add_argument("--timeout", type=_positive_seconds, default=300,
+                   help="seconds allowed per dump; a dump over it gets an error row (default 300)")
+    p.add_argument("--format", choices=["csv", "json", "jsonl", "parquet"], default="csv",
+                   help="csv (default), json (an array), jsonl (one object a line) or parquet (needs -o; "
+                        "rows kept in FILE.partial.jsonl until it is written)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the table here (default: standard output); "
+                   "its directory must exist")
 
-    p = sub.add_parser("report", help="run a notebook on a dump and write HTML with provenance", epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source")
-    p.add_argument("--capture-log", metavar="FILE")
+    p = command("report", "run a notebook on a dump and write HTML with provenance", cmd_report)
+    p.add_argument("source", help=source_help)
+    p.add_argument("--capture-log", metavar="FILE", help="the capture kernel's log for the notebook")
     p.add_argument("--notebook", default="02-dma-at-crash-before-after",
                    help="notebook name in notebooks/ (default 02-dma-at-crash-before-after)")
-    p.add_argument("-o", "--output", required=True, metavar="FILE.html")
-    p.set_defaults(func=cmd_report)
+    p.add_argument("-o", "--output", required=True, metavar="FILE.html",
+                   help="the HTML file to write; its directory must exist")
+
+    p = command("faults", "IOMMU fault records and events of text logs, without a dump (dmesg, "
+                "vmcore-dmesg.txt, serial console, syslog, journal)", cmd_faults)
+    p.add_argument("logs", nargs="+", metavar="LOG", help="log files (- for standard input)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--table", action="store_true", help="one line per record (default)")
+    fmt.add_argument("--json", action="store_true", help="JSON, every field of every record")
+    fmt.add_argument("--csv", action="store_true", help="CSV, one row per record, addresses in hex")
+
+    for parser in sub.choices.values():
+        _add_global_options(parser, after_command=True)
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _quiet_stdout() -> None:
+    """After a closed pipe: point stdout at /dev/null so the interpreter's flush at exit
+    does not report the pipe again (Python docs, "Note on SIGPIPE")."""
     try:
-        return args.func(args)
-    except DumpkitError as e:
-        print(f"dumpkit: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except (drgn.FaultError, LookupError, AttributeError, OSError) as e:
-        # reading kernel data through drgn failed somewhere no collector expected it:
-        # one line for the user; DUMPKIT_DEBUG=1 shows the traceback
-        import os
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
 
-        if os.environ.get("DUMPKIT_DEBUG"):
-            raise
-        print(f"dumpkit: error: reading the kernel's data failed ({type(e).__name__}: {e}); the dump may be "
-              "incomplete or from a kernel dumpkit does not know (DUMPKIT_DEBUG=1 for details)", file=sys.stderr)
-        return AnalysisError.exit_code
-    except KeyboardInterrupt:
-        return 130
+
+def _error(text: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        print(f"dumpkit: error: {text}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        _merge_globals(parser, args)
+        code = args.func(args)
+        with _writing("standard output"):
+            sys.stdout.flush()
+        return code
     except BrokenPipeError:
+        # the reader went away (| head): nothing more to say, and nothing went wrong
+        _quiet_stdout()
         return 0
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return Interrupted.exit_code
+    except DumpkitError as e:
+        _error(str(e))
+        return e.exit_code
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ __all__ = [
     "DebugInfoError",
     "DumpkitError",
     "InputError",
+    "Interrupted",
+    "OutputError",
 ]
 
 
@@ -32,7 +34,8 @@ class DumpkitError(Exception):
 
 
 class InputError(DumpkitError):
-    """The source is missing, unreadable, empty, truncated or not a kernel dump."""
+    """An input (dump, log, VMCOREINFO file) is missing, empty, truncated, damaged, not a
+    regular file, or not what it should be."""
 
     exit_code = 3
 
@@ -44,7 +47,7 @@ class DebugInfoError(DumpkitError):
 
 
 class AccessError(DumpkitError):
-    """Permission denied: /proc/kcore without root, an unreadable file."""
+    """Permission denied: /proc/kcore without root, an unreadable file or directory."""
 
     exit_code = 5
 
@@ -61,13 +64,28 @@ class AnalysisError(DumpkitError):
     exit_code = 7
 
 
+class OutputError(DumpkitError):
+    """The output could not be written (missing directory, no permission, disk full); never
+    the dump's fault."""
+
+    exit_code = 8
+
+
+class Interrupted(DumpkitError):
+    """Ctrl-C (SIGINT); batch commands keep what finished."""
+
+    exit_code = 130
+
+
 EXIT_CODES = {
     0: "success",
     1: "some inputs failed (batch commands)",
     2: "usage error (bad command line)",
-    3: "input missing, unreadable, empty, truncated or not a kernel dump",
+    3: "input missing, empty, truncated, damaged or not a kernel dump (dump, log or --vmcoreinfo file)",
     4: "debug info missing or not matching the dumped kernel",
-    5: "permission denied (for example /proc/kcore without root)",
+    5: "permission denied (an unreadable file or directory, /proc/kcore without root)",
     6: "QEMU QMP socket absent or not answering",
     7: "kernel data in the dump could not be read",
+    8: "output could not be written (missing directory, no permission, disk full)",
+    130: "interrupted (Ctrl-C); triage keeps the rows of the dumps that finished",
 }

@@ -1,37 +1,86 @@
 """Batch triage: many dumps, each in its own worker process with a time limit; one bad
-dump gets an error row and never costs the others."""
+dump gets an error row and never costs the others.
+
+Rows reach the output as the dumps finish (in input order, each as soon as every dump
+before it is done), so an interruption or a crash keeps every finished row. A dump taken
+of a running capture kernel is a "capture-state dump", not a crash: its row says so and
+names the crash dump in the same directory.
+"""
 
 from __future__ import annotations
 
+import csv
+import json
+import math
 import multiprocessing as mp
 import os
+import stat
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["find_dumps", "triage_one", "triage"]
+__all__ = ["COLUMNS", "FORMATS", "RowWriter", "check_output", "find_dumps", "iter_triage", "triage",
+           "triage_one"]
 
 DUMP_MAGICS = (b"KDUMP   ", b"\x7fELF", b"makedumpfile\0")
+KIND_CRASH = "crash"
+KIND_CAPTURE = "capture-state dump"
+COLUMNS = ["path", "kind", "status", "error", "kernel_release", "build_id", "crash_time", "panic",
+           "capture_kernel", "crash_dump", "capture_log", "endpoints", "could_dma", "dma_after_crash",
+           "hit_capture_kernel", "stopped_by_reset", "faults", "post_crash_completions", "ports_reset",
+           "dma_after_crash_devices", "seconds"]
+FORMATS = ("csv", "json", "jsonl", "parquet")
 
 
-def find_dumps(paths: list[str]) -> list[Path]:
-    """Files given directly, and under directories every file that looks like a dump
-    (kdump-compressed, flattened, or an ELF core)."""
+def find_dumps(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files given directly, and under directories every regular file that looks like a dump
+    (kdump-compressed, flattened, or an ELF core), sorted.
+
+    :raises InputError: a path that does not exist
+    :raises AccessError: a directory (or a file in one) that cannot be read, rather than
+        silently leaving its dumps out
+    """
+    from dumpkit.errors import AccessError, InputError
+
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and _looks_like_dump(f):
-                    out.append(f)
-        else:
-            out.append(p)
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            raise InputError(f"{p}: no such file or directory", "check the path") from None
+        except PermissionError:
+            raise AccessError(f"{p}: permission denied", "run as a user who can read it") from None
+        if not stat.S_ISDIR(st.st_mode):
+            out.append(p)       # checked by its worker: a bad file gets an error row
+            continue
+
+        def denied(e: OSError) -> None:
+            raise AccessError(f"{e.filename}: permission denied, its dumps would be left out",
+                              "run as a user who can read it, or pass the readable directories")
+
+        found = []
+        for root, dirs, files in os.walk(p, onerror=denied):
+            dirs.sort()
+            for name in files:
+                f = Path(root) / name
+                if _looks_like_dump(f):
+                    found.append(f)
+        out += sorted(found)
     return out
 
 
 def _looks_like_dump(path: Path) -> bool:
+    from dumpkit.errors import AccessError
+
     try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return False         # FIFOs, sockets, devices: opening them could block
         with open(path, "rb") as f:
             head = f.read(18)
+    except PermissionError:
+        raise AccessError(f"{path}: permission denied, it cannot be checked for a dump",
+                          "run as a user who can read it, or pass the readable files") from None
     except OSError:
         return False
     if head.startswith(b"\x7fELF"):
@@ -39,23 +88,33 @@ def _looks_like_dump(path: Path) -> bool:
     return any(head.startswith(m) for m in DUMP_MAGICS)
 
 
-def triage_one(path: str, debuginfo: str | None = None) -> dict:
-    """Analyse one dump into one row (raises DumpkitError on bad input)."""
+def triage_one(path: str, debuginfo: str | Sequence[str] | None = None, debuginfod: bool = False) -> dict:
+    """Analyse one dump into one row (raises DumpkitError on bad input).
+
+    A capture-kernel dump is not judged as a crash: its row has kind "capture-state dump"
+    and no endpoint counts.
+    """
     import dumpkit
     from dumpkit.dmar.collect import find_capture_logs
     from dumpkit.verdict import judge
 
     start = time.monotonic()
-    dump = dumpkit.open(path, debuginfo=debuginfo)
+    dump = dumpkit.open(path, debuginfo=debuginfo, **({"debuginfod": True} if debuginfod else {}))
     info, kd = dump.info, dump.kdump()
-    logs = find_capture_logs(dump.path) if not kd.capture_kernel else []
-    v = judge(dump, logs)
-    eps = v.endpoints
-    return {
-        "path": str(path), "status": "ok", "error": None,
+    row = {
+        "path": str(path), "kind": KIND_CAPTURE if kd.capture_kernel else KIND_CRASH,
+        "status": "ok", "error": None,
         "kernel_release": info.kernel_release, "build_id": info.build_id,
         "crash_time": info.crash_time.isoformat() if info.crash_time else None,
         "panic": info.panic_message, "capture_kernel": kd.capture_kernel,
+    }
+    if kd.capture_kernel:
+        row["seconds"] = round(time.monotonic() - start, 3)
+        return row
+    logs = find_capture_logs(dump.path)
+    v = judge(dump, logs)
+    eps = v.endpoints
+    row.update({
         "capture_log": ",".join(str(x) for x in logs) or None,
         "endpoints": len(eps),
         "could_dma": sum(1 for e in eps if e.could_dma.value),
@@ -67,14 +126,19 @@ def triage_one(path: str, debuginfo: str | None = None) -> dict:
         "ports_reset": len(v.ports_reset),
         "dma_after_crash_devices": ",".join(f"{e.bdf}[{e.driver}]" for e in eps if e.did_dma_after_crash.value),
         "seconds": round(time.monotonic() - start, 3),
-    }
+    })
+    return row
 
 
-def _worker(path: str, debuginfo: str | None, conn) -> None:
+def _worker(path: str, debuginfo, debuginfod: bool, conn) -> None:
+    import signal
+
+    # Ctrl-C goes to the whole process group: the parent decides, workers just get killed
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from dumpkit.errors import DumpkitError
 
     try:
-        row = triage_one(path, debuginfo)
+        row = triage_one(path, debuginfo, debuginfod)
     except DumpkitError as e:
         row = {"path": path, "status": "error", "error": str(e)}
     except Exception as e:  # an analysis bug must not take the batch down
@@ -83,45 +147,236 @@ def _worker(path: str, debuginfo: str | None, conn) -> None:
     conn.close()
 
 
-def triage(paths: list[Path], jobs: int = 1, timeout: float = 300, debuginfo: str | None = None,
-           progress: bool = False) -> list[dict]:
-    """Rows in input order; failures are rows with status "error" and a one-line reason."""
-    ctx = mp.get_context("fork")
-    pending = list(enumerate(paths))
+def _context():
+    """Workers are forked from a fresh server process, never from the caller: a caller that
+    already opened a dump has drgn's OpenMP threads, and a child forked from it can hang."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["dumpkit.triage", "dumpkit.verdict"])
+    return ctx
+
+
+def _error_row(path, error: str) -> dict:
+    return {"path": str(path), "status": "error", "error": error}
+
+
+def iter_triage(paths: Sequence[str | os.PathLike], jobs: int = 1, timeout: float = 300,
+                debuginfo: str | Sequence[str] | None = None, progress: bool = False,
+                debuginfod: bool = False, finished: list | None = None) -> Iterator[tuple[int, dict]]:
+    """(index, row) for every dump, in input order, each as soon as it and every dump
+    before it are done; a capture-state dump also waits for the other dumps of its
+    directory so its row can name the crash dump there (``crash_dump``).
+
+    :param finished: if given, rows that finished but were not yet yielded are appended to
+        it (as (index, row)) when the iteration ends early (Ctrl-C, an exception, close())
+    :param timeout: seconds per dump; a dump over it is killed and gets an error row
+    """
+    ctx = _context()
+    paths = [Path(p) for p in paths]
+    directory = [p.parent.resolve() for p in paths]
+    pending = list(range(len(paths)))
     running: dict = {}
-    rows: dict[int, dict] = {}
-    while pending or running:
-        while pending and len(running) < max(1, jobs):
-            i, path = pending.pop(0)
-            parent, child = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_worker, args=(str(path), debuginfo, child), daemon=True)
-            proc.start()
-            child.close()
-            running[i] = (proc, parent, time.monotonic(), path)
-        for i, (proc, conn, started, path) in list(running.items()):
-            row = None
-            if conn.poll():
-                try:
-                    row = conn.recv()
-                except EOFError:
-                    row = {"path": str(path), "status": "error", "error": "worker exited without a result"}
-                proc.join(5)
-            elif not proc.is_alive():
-                row = {"path": str(path), "status": "error",
-                       "error": f"worker died (exit code {proc.exitcode})"}
-            elif time.monotonic() - started > timeout:
-                proc.kill()
-                proc.join()
-                row = {"path": str(path), "status": "error", "error": f"timed out after {timeout:.0f} s"}
-            if row is not None:
-                rows[i] = row
-                del running[i]
-                if progress:
-                    print(f"\rtriage: {len(rows)}/{len(paths)} done", end="", file=sys.stderr, flush=True)
-        time.sleep(0.02)
-    if progress:
-        print(file=sys.stderr)
-    return [rows[i] for i in range(len(paths))]
+    done: dict[int, dict] = {}
+    next_out = 0
+
+    def ready(i: int) -> bool:
+        row = done.get(i)
+        if row is None:
+            return False
+        if row.get("kind") != KIND_CAPTURE:
+            return True
+        siblings = [j for j in range(len(paths)) if j != i and directory[j] == directory[i]]
+        if any(j not in done for j in siblings):
+            return False
+        crashes = [str(paths[j]) for j in siblings if done[j].get("kind") == KIND_CRASH]
+        row["crash_dump"] = ",".join(crashes) or None
+        return True
+
+    try:
+        while pending or running or next_out < len(paths):
+            while pending and len(running) < max(1, jobs):
+                i = pending.pop(0)
+                parent, child = ctx.Pipe(duplex=False)
+                sys.stdout.flush()      # a forked child must not inherit unwritten output
+                sys.stderr.flush()
+                proc = ctx.Process(target=_worker, args=(str(paths[i]), debuginfo, debuginfod, child),
+                                   daemon=True)
+                proc.start()
+                child.close()
+                running[i] = (proc, parent, time.monotonic())
+            for i, (proc, conn, started) in list(running.items()):
+                row = None
+                if conn.poll():
+                    try:
+                        row = conn.recv()
+                    except EOFError:
+                        row = _error_row(paths[i], "worker exited without a result")
+                    proc.join(5)
+                elif not proc.is_alive():
+                    row = _error_row(paths[i], f"worker died (exit code {proc.exitcode})")
+                elif time.monotonic() - started > timeout:
+                    proc.kill()
+                    proc.join()
+                    row = _error_row(paths[i], f"timed out after {timeout:g} s")
+                if row is not None:
+                    conn.close()
+                    done[i] = {c: row.get(c) for c in COLUMNS}
+                    del running[i]
+                    if progress:
+                        print(f"\rtriage: {len(done)}/{len(paths)} done", end="", file=sys.stderr, flush=True)
+            while next_out < len(paths) and ready(next_out):
+                row = done.pop(next_out)
+                next_out += 1
+                yield next_out - 1, row
+            if running:
+                time.sleep(0.02)
+        if progress:
+            print(file=sys.stderr)
+    finally:
+        for proc, conn, _started in running.values():
+            proc.kill()
+            proc.join()
+            conn.close()
+        if finished is not None:
+            for i in sorted(done):
+                ready(i)        # fill crash_dump where it is already known
+                finished.append((i, done[i]))
+
+
+def triage(paths: list[Path], jobs: int = 1, timeout: float = 300, debuginfo: str | Sequence[str] | None = None,
+           progress: bool = False, debuginfod: bool = False,
+           on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    """Rows in input order; failures are rows with status "error" and a one-line reason.
+
+    :param on_row: called with each row as soon as it is final (to stream it to disk)
+    """
+    rows = []
+    for _i, row in iter_triage(paths, jobs, timeout, debuginfo, progress, debuginfod):
+        if on_row is not None:
+            on_row(row)
+        rows.append(row)
+    return rows
+
+
+def check_output(output: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()) -> Path:
+    """Check, before any work, that output can be written: its directory exists and is
+    writable, it is not a directory, and it is none of the inputs.
+
+    :raises OutputError: with what is wrong
+    """
+    from dumpkit.errors import OutputError
+
+    out = Path(output)
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {out}: directory {parent} does not exist", "create it first")
+    if out.is_dir():
+        raise OutputError(f"cannot write {out}: it is a directory", "give a file name")
+    if out.exists():
+        for p in inputs:
+            try:
+                if os.path.samefile(out, p):
+                    raise OutputError(f"cannot write {out}: it is one of the inputs", "give another file name")
+            except OSError:
+                continue
+        if not os.access(out, os.W_OK):
+            raise OutputError(f"cannot write {out}: permission denied", "choose a writable location")
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {out}: directory {parent} is not writable", "choose a writable location")
+    return out
+
+
+def _plain(row: dict) -> dict:
+    return {c: row.get(c) for c in COLUMNS}
+
+
+def _finite(value):
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+class RowWriter:
+    """Writes triage rows as they come: CSV (header first), JSON (an array, closed at the
+    end even after an interruption), JSON lines, or Parquet (written at the end from the
+    rows kept in ``OUTPUT.partial.jsonl`` beside it, which stays if that fails).
+
+    :param output: a file, or None for stdout (not for parquet)
+    :raises OutputError: the output cannot be created
+    """
+
+    def __init__(self, output: str | os.PathLike | None, fmt: str):
+        from dumpkit.errors import OutputError
+
+        self.format = fmt
+        self.output = Path(output) if output is not None else None
+        self.rows: list[dict] = []
+        self.partial: Path | None = None
+        self._first = True
+        target = self.output
+        if fmt == "parquet":
+            if self.output is None:
+                raise OutputError("--format parquet needs -o FILE", "give an output file")
+            self.partial = target = self.output.with_name(self.output.name + ".partial.jsonl")
+        try:
+            self._f = open(target, "w", newline="") if target is not None else sys.stdout
+        except OSError as e:
+            raise OutputError(f"cannot write {target}: {e.strerror}", "choose a writable location") from None
+        self._guard(self._begin)
+
+    def _guard(self, fn, *args) -> None:
+        from dumpkit.errors import OutputError
+
+        try:
+            fn(*args)
+            self._f.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            where = self.partial or self.output or "standard output"
+            raise OutputError(f"writing {where} failed: {e.strerror}", "free space or choose another location") from None
+
+    def _begin(self) -> None:
+        if self.format == "csv":
+            self._csv = csv.DictWriter(self._f, COLUMNS, extrasaction="ignore", lineterminator="\n")
+            self._csv.writeheader()
+        elif self.format == "json":
+            self._f.write("[")
+
+    def _write(self, row: dict) -> None:
+        row = _plain(row)
+        if self.format == "csv":
+            self._csv.writerow(row)
+        elif self.format == "json":
+            self._f.write(("\n" if self._first else ",\n") + json.dumps(row, default=str))
+        else:
+            self._f.write(json.dumps(row, default=str) + "\n")
+        self._first = False
+
+    def write(self, row: dict) -> None:
+        self.rows.append(row)
+        self._guard(self._write, row)
+
+    def close(self) -> None:
+        """Finish the output with the rows written so far (also after an interruption)."""
+        from dumpkit.errors import OutputError
+
+        if self.format == "json":
+            self._guard(self._f.write, "\n]\n")
+        if self._f is not sys.stdout:
+            self._f.close()
+        if self.format == "parquet":
+            import pandas as pd
+
+            frame = pd.DataFrame([{c: _finite(v) for c, v in _plain(r).items()} for r in self.rows],
+                                 columns=COLUMNS)
+            try:
+                frame.to_parquet(self.output, index=False)
+            except OSError as e:
+                raise OutputError(f"writing {self.output} failed: {e.strerror}; the rows are in {self.partial}",
+                                  "free space or choose another location") from None
+            self.partial.unlink(missing_ok=True)
+
+    @property
+    def where(self) -> str:
+        return str(self.output) if self.output is not None else "standard output"
 
 
 def default_jobs() -> int:

@@ -218,3 +218,110 @@ def test_corrupted_pci_device_list(tmp_path, elf_vmcore, damage):
     r = run_cli("pci", str(broken))
     assert_one_line_error(r, 7, "PCI device list")
     assert len([line for line in r.stdout.splitlines() if line.strip()]) >= 5
+
+
+# --- files that are not what they claim: refused with one line, before drgn sees them --------
+
+def test_fifo_as_dump_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "vmcore"
+    os.mkfifo(fifo)
+    assert_one_line_error(run_cli("info", str(fifo)), 3, "FIFO", "not a dump file")
+
+
+def test_vmcoreinfo_of_random_bytes(tmp_path):
+    (tmp_path / "vmcoreinfo").write_bytes(os.urandom(4096))
+    r = run_cli("--vmcoreinfo", str(tmp_path / "vmcoreinfo"), "info", str(STATE))
+    assert_one_line_error(r, 3, "VMCOREINFO")
+
+
+def test_vmcoreinfo_that_is_a_directory(tmp_path):
+    assert_one_line_error(run_cli("info", str(STATE), "--vmcoreinfo", str(tmp_path)), 3, "directory")
+
+
+@pytest.fixture(scope="module")
+def elf_unpacked(tmp_path_factory) -> Path:
+    """The ELF sample vmcore decompressed once for this module's damaged copies."""
+    import lzma
+
+    (entry,) = ELF_DUMPS
+    out = tmp_path_factory.mktemp("elf") / "vmcore.elf"
+    with lzma.open(SAMPLES / entry["file"]) as src, open(out, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    return out
+
+
+def damaged_copy(src: Path, tmp_path: Path, offset: int, data: bytes) -> Path:
+    """A copy of src with data written at offset; src is never opened for writing."""
+    out = tmp_path / f"damaged-{src.name}"
+    shutil.copy(src, out)
+    with open(out, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+    return out
+
+
+def _kdump_layout(path: Path) -> tuple[int, int, int]:
+    """(page descriptor table offset, number of descriptors, block size) of a kdump file."""
+    import struct
+
+    head = path.read_bytes()[:1 << 20]
+    block_size, sub_blocks, bitmap_blocks = struct.unpack_from("<iiI", head, 428)
+    bitmap_off = (1 + sub_blocks) * block_size
+    desc_off = bitmap_off + bitmap_blocks * block_size
+    half = bitmap_blocks * block_size // 2
+    with open(path, "rb") as f:
+        f.seek(bitmap_off + half)
+        n = int.from_bytes(f.read(half), "little").bit_count()
+    return desc_off, n, block_size
+
+
+@pytest.mark.parametrize("field,offset,value,words", [pytest.param(*case, id=case[0]) for case in [
+    ("e_phentsize 0", 54, (0).to_bytes(2, "little"), ("damaged header", "program header size 0")),
+    ("e_machine ARM", 18, (40).to_bytes(2, "little"), ("ARM", "x86_64 and aarch64")),
+    ("e_machine RISC-V", 18, (243).to_bytes(2, "little"), ("RISC-V", "x86_64 and aarch64")),
+    ("e_machine unknown", 18, (0x1234).to_bytes(2, "little"), ("e_machine 4660",)),
+    ("e_phoff", 32, (1 << 60).to_bytes(8, "little"), ("damaged header",)),
+    # the first program header's p_offset
+    ("p_offset", 64 + 8, (0x7FFF_0000_0000_0000).to_bytes(8, "little"), ("damaged header", "program header 0")),
+]])
+def test_damaged_elf_header(tmp_path, elf_unpacked, field, offset, value, words):
+    r = run_cli("info", str(damaged_copy(elf_unpacked, tmp_path, offset, value)))
+    assert_one_line_error(r, 3, *words)
+    assert "is truncated" not in r.stderr and "struct" not in r.stderr
+
+
+@pytest.mark.parametrize("field", ["descriptor offset", "descriptor size", "bitmap blocks", "sub-header blocks",
+                                   "block size"])
+def test_damaged_kdump_header_is_not_called_truncation(tmp_path, field):
+    """A size field beyond any sane bound is damage, not a short copy (once: "5981918 of
+    9223300357326272582 bytes present")."""
+    src = SAMPLES / "nocopy-fault" / "vmcore.kdump"
+    desc_off, n, _bs = _kdump_layout(src)
+    offset, value = {
+        "descriptor offset": (desc_off + 24 * (n // 2), (9223300357326272582).to_bytes(8, "little")),
+        "descriptor size": (desc_off + 24 * 7 + 8, (1 << 30).to_bytes(4, "little")),
+        "bitmap blocks": (436, (0x7FFF_FFFF).to_bytes(4, "little")),
+        "sub-header blocks": (432, (3000).to_bytes(4, "little")),
+        "block size": (428, (3).to_bytes(4, "little")),
+    }[field]
+    r = run_cli("info", str(damaged_copy(src, tmp_path, offset, value)))
+    assert_one_line_error(r, 3, "damaged", "not truncated")
+
+
+def test_kdump_of_another_architecture(tmp_path):
+    machine = b"ppc64le".ljust(65, b"\0")
+    r = run_cli("info", str(damaged_copy(VMCORE, tmp_path, 12 + 65 * 4, machine)))
+    assert_one_line_error(r, 3, "ppc64le", "x86_64 and aarch64")
+
+
+def test_truncation_is_still_truncation(tmp_path):
+    """A copy cut short inside the page data names the truncation (not damage)."""
+    r = run_cli("info", str(truncated(SAMPLES / "nocopy-fault" / "vmcore.kdump", tmp_path, 0.97)))
+    assert_one_line_error(r, 3, "truncated")
+    assert "damaged" not in r.stderr
+
+
+def test_samples_untouched_by_the_damage_tests():
+    manifest = {d["file"]: d["sha256"] for d in __import__("conftest").DUMPS}
+    for rel in ("idle/vmcore.kdump", "nocopy-fault/vmcore.kdump"):
+        assert sha256(SAMPLES / rel) == manifest[rel]
