@@ -27,12 +27,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DistroKernel", "fetch", "cache_root", "load_order"]
+__all__ = ["DistroKernel", "fetch", "cache_root", "load_order", "GUEST_MODULES", "HW_MODULES",
+           "CAPTURE_MODULES", "CACHED_MODULES"]
 
 # What the sample guests load, by module name; dependencies are added from modules.dep.
 GUEST_MODULES = ["virtio_pci", "9pnet_virtio", "9p", "e1000e", "nvme", "virtio_net"]
+# The hardware-load scenarios (hw-load, hw-idle) load these as well: the NICs and
+# storage/USB controllers users run, the SCSI disk driver and USB mass storage.
+HW_MODULES = ["e1000", "vmxnet3", "vmw_pvscsi", "megaraid_sas", "ahci", "sd_mod", "xhci_pci",
+              "usb_storage"]
 CAPTURE_MODULES = ["virtio_pci", "9pnet_virtio", "9p"]
-LAYOUT_VERSION = "1"
+# What the cache keeps: every module some guest loads (and what they depend on)
+CACHED_MODULES = GUEST_MODULES + HW_MODULES
+LAYOUT_VERSION = "2"
 
 
 class FetchError(Exception):
@@ -216,7 +223,7 @@ def fetch(package: str | None = None, force: bool = False) -> DistroKernel:
         # the package ships no modules.dep: depmod makes it at install time
         _run(["depmod", "-b", str(img), release], capture_output=True)
         dep = parse_modules_dep((kver / "modules.dep").read_text())
-        wanted = load_order(dep, GUEST_MODULES)
+        wanted = load_order(dep, CACHED_MODULES)
         (work / "boot").mkdir(parents=True)
         for f in (img / "boot").iterdir():
             shutil.copy2(f, work / "boot" / f.name)
@@ -241,7 +248,7 @@ def fetch(package: str | None = None, force: bool = False) -> DistroKernel:
         "package": package, "package_version": version, "dbg_package": package + "-dbg",
         "kernel_release": release, "build_id": _elf_build_id(vmlinux),
         "source_package": "linux", "source_version": version,
-        "guest_modules": GUEST_MODULES, "capture_modules": CAPTURE_MODULES,
+        "guest_modules": GUEST_MODULES, "hw_modules": HW_MODULES, "capture_modules": CAPTURE_MODULES,
         "module_files": wanted, "modules_without_debug_file": missing,
         "download_s": round(t_download, 1), "extract_s": round(t_extract, 1),
         "deb_bytes": {image_deb.name: image_deb.stat().st_size, dbg_deb.name: dbg_deb.stat().st_size},
