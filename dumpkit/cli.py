@@ -37,7 +37,7 @@ examples:
   dumpkit info sample-dumps/nocopy-fault/vmcore.kdump
   dumpkit pci --tree sample-dumps/copied-traffic/vmcore.kdump
   dumpkit pci --csv sample-dumps/idle/vmcore.kdump > idle.csv
-  dumpkit dmar sample-dumps/nocopy-fault/vmcore.kdump --log sample-dumps/nocopy-fault/capture-dmesg.txt
+  dumpkit iommu sample-dumps/nocopy-fault/vmcore.kdump --log sample-dumps/nocopy-fault/capture-dmesg.txt
   dumpkit verdict sample-dumps/nocopy-fault/vmcore.kdump
   dumpkit compare sample-dumps/nocopy-fault/vmcore.kdump sample-dumps/patched-nocopy/vmcore.kdump
   dumpkit triage sample-dumps --jobs 2 --format csv -o triage.csv
@@ -50,7 +50,7 @@ exit codes:
 """ + "\n".join(f"  {code:<3} {text}" for code, text in EXIT_CODES.items())
 
 # commands whose dump --vmcoreinfo replaces the VMCOREINFO of (verdict: its --capture-dump)
-VMCOREINFO_COMMANDS = ("info", "pci", "dmar", "verdict")
+VMCOREINFO_COMMANDS = ("info", "pci", "iommu", "dmar", "verdict")
 
 
 # --- argument types and global options --------------------------------------------------
@@ -320,9 +320,10 @@ def cmd_pci(args) -> int:
     return 0
 
 
-def cmd_dmar(args) -> int:
-    from dumpkit.dmar.collect import collect_dmar, find_capture_logs
-    from dumpkit.dmar.render import dmar_json, dmar_text
+def cmd_iommu(args) -> int:
+    from dumpkit.dmar.collect import find_capture_logs
+    from dumpkit.iommu.collect import collect_iommu
+    from dumpkit.iommu.render import iommu_json, iommu_text
 
     _check_dump(args.source)
     for log in args.log or []:
@@ -335,8 +336,8 @@ def cmd_dmar(args) -> int:
             logs = find_capture_logs(dump.path)
             for log in logs:
                 print(f"dumpkit: using the capture log beside the dump: {log}", file=sys.stderr)
-        state = collect_dmar(dump, logs)
-        text = json.dumps(dmar_json(state), indent=1, default=str) if args.json else dmar_text(state)
+        state = collect_iommu(dump, logs)
+        text = json.dumps(iommu_json(state), indent=1, default=str) if args.json else iommu_text(state)
     _emit(text)
     return 0
 
@@ -353,7 +354,7 @@ def _judge(source: str, args, capture_logs, capture_dump_path):
         for log in logs:
             print(f"dumpkit: using the capture log beside the dump: {log}", file=sys.stderr)
     cap = dumpkit.open(capture_dump_path, **_open_kwargs(args)) if capture_dump_path else None
-    return dump, judge(dump, logs, cap)
+    return dump, judge(dump, logs, cap, force=getattr(args, "force", False))
 
 
 def cmd_verdict(args) -> int:
@@ -544,8 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND",
                             help="what to do (dumpkit COMMAND --help for its options)")
 
-    def command(name: str, help: str, func) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help, epilog=EPILOG,
+    def command(name: str, help: str, func, aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, epilog=EPILOG, aliases=list(aliases),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(func=func)
         return p
@@ -564,7 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="JSON")
     fmt.add_argument("--csv", action="store_true", help="CSV, one row per function")
 
-    p = command("dmar", "Intel VT-d units, context entries, mappings, and fault records", cmd_dmar)
+    p = command("iommu", "IOMMU units (Intel VT-d, AMD-Vi), per-device translation entries, mappings, "
+                "in-memory event logs, and fault records (alias: dmar)", cmd_iommu, aliases=("dmar",))
     p.add_argument("source", help=source_help)
     p.add_argument("--log", action="append", metavar="FILE",
                    help="a text log to read faults from (capture kernel dmesg, vmcore-dmesg.txt, serial "
@@ -579,6 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the capture kernel's log; repeatable. Default: capture-dmesg.txt/vmcore-dmesg.txt "
                         "beside the dump")
     p.add_argument("--capture-dump", metavar="FILE", help="a dump of the running capture kernel (copied tables)")
+    p.add_argument("--force", action="store_true",
+                   help="use capture logs that do not match this crash (elfcorehdr, crashkernel reservation) "
+                        "instead of refusing them; a warning says so")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = command("compare", "verdicts of two dumps side by side (before/after a patch)", cmd_compare)
@@ -614,7 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="JSON, every field of every record")
     fmt.add_argument("--csv", action="store_true", help="CSV, one row per record, addresses in hex")
 
-    for parser in sub.choices.values():
+    for parser in {id(p): p for p in sub.choices.values()}.values():   # aliases share a parser
         _add_global_options(parser, after_command=True)
     return ap
 

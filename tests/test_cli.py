@@ -378,3 +378,37 @@ def test_info_lists_modules():
         assert isinstance(data["modules"], list)
     else:
         assert "modules" not in data
+
+
+def test_iommu_command_and_its_dmar_alias_are_vendor_neutral():
+    import subprocess
+    import sys
+
+    from conftest import SAMPLES
+
+    runs = [subprocess.run([sys.executable, "-m", "dumpkit.cli", cmd, str(SAMPLES / "nocopy-fault" / "vmcore.kdump"),
+                            "--json"], capture_output=True, text=True, timeout=120) for cmd in ("iommu", "dmar")]
+    assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+    import json
+
+    a, b = (json.loads(r.stdout) for r in runs)
+    assert a == b and a["vendor"] == "intel-vtd" and a["entries"] and a["correlations"]
+
+
+def test_capture_log_of_another_crash_is_refused_unless_forced():
+    import subprocess
+    import sys
+
+    from conftest import SAMPLES
+
+    args = [sys.executable, "-m", "dumpkit.cli", "verdict", str(SAMPLES / "nocopy-fault" / "vmcore.kdump"),
+            "--capture-log", str(SAMPLES / "copied-traffic" / "capture-dmesg.txt")]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "another crash" in r.stderr and "--force" in r.stderr
+    r = subprocess.run(args + ["--force", "--json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0
+    import json
+
+    v = json.loads(r.stdout)
+    assert any("does not match this crash" in w for w in v["warnings"])

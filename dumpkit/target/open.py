@@ -10,7 +10,7 @@ from pathlib import Path
 import drgn
 
 from dumpkit.errors import AccessError, ConnectionFailed, DebugInfoError, DumpkitError, InputError
-from dumpkit.target.corefile import CoreFile, inspect_core_file
+from dumpkit.target.corefile import CoreFile, inspect_core_file, read_vmcoreinfo_file
 from dumpkit.target.debuginfo import DebugFile, KernelModule, load_kernel_debug_info
 from dumpkit.target.dump import Dump, vmcoreinfo_fields
 
@@ -24,18 +24,6 @@ PLATFORMS = {
     "aarch64": drgn.Platform(drgn.Architecture.AARCH64,
                              drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN),
 }
-
-
-def _read_vmcoreinfo_file(path: str | os.PathLike) -> str:
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise InputError(f"vmcoreinfo file {p}: {e.strerror}", "check the path") from None
-    if "OSRELEASE=" not in text:
-        raise InputError(f"{p} is not a VMCOREINFO text (no OSRELEASE= line)",
-                         "pass the capture kernel's vmcoreinfo saved beside the dump")
-    return text
 
 
 def _attach_file(source: str, vmcoreinfo: str | None) -> tuple[drgn.Program, CoreFile]:
@@ -118,7 +106,7 @@ def open_target(source: str | os.PathLike,
     """
     source = str(source)
     corefile = None
-    vmci_text = _read_vmcoreinfo_file(vmcoreinfo) if vmcoreinfo else None
+    vmci_text = read_vmcoreinfo_file(vmcoreinfo) if vmcoreinfo else None
     if source == "live":
         prog, kind = _attach_live(), "live"
     elif source.startswith("qmp:"):
