@@ -17,7 +17,7 @@ import pytest
 
 import dumpkit
 from conftest import SAMPLES
-from dumpkit.dmar.collect import collect_dmar
+from dumpkit.iommu.collect import collect_iommu
 from dumpkit.verdict import judge
 
 CACHE = Path(os.environ.get("DUMPKIT_CACHE") or Path.home() / ".cache" / "dumpkit")
@@ -127,7 +127,7 @@ def test_nic_did_dma_after_the_crash_as_qemu_recorded(scenario):
 
 def test_nocopy_fault_attributed_to_the_nic_and_resolved_in_the_first_kernels_tables():
     sc = "distro-nocopy-fault"
-    state = collect_dmar(opened(sc), [ROOT / sc / "capture-dmesg.txt"])
+    state = collect_iommu(opened(sc), [ROOT / sc / "capture-dmesg.txt"])
     logged = [c for c in state.correlations if c.fault.kind == "dma-remap" and c.fault.source != "printk"]
     assert logged, "the capture log holds a DMA fault"
     with lzma.open(ROOT / sc / "qemu-trace.log.xz", "rt") as f:

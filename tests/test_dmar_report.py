@@ -1,5 +1,5 @@
-"""DMAR end to end: faults from the capture logs resolved in the first kernel, the IOVA
-allocator view, DataFrames and the CLI."""
+"""IOMMU end to end on the VT-d samples: faults from the capture logs resolved in the first
+kernel, the IOVA allocator view, DataFrames and the CLI."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from drgn.helpers.linux.pci import for_each_pci_dev
 
 import dumpkit
 from conftest import FIRST_KERNEL_DUMPS, SAMPLES, dump_id
-from dumpkit.dmar.collect import collect_dmar
 from dumpkit.dmar.iova import collect_iova
-from dumpkit.dmar.render import entries_frame, faults_frame, mappings_frame, units_frame
+from dumpkit.iommu.collect import collect_iommu as collect_dmar
+from dumpkit.iommu.render import entries_frame, faults_frame, mappings_frame, units_frame
 
 
 @pytest.fixture(scope="module")
