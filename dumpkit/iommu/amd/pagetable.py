@@ -6,16 +6,14 @@ in errors, never a hang."""
 from __future__ import annotations
 
 import drgn
-import numpy as np
 
 from dumpkit.iommu.model import Leaf, PageTableWalk
+from dumpkit.iommu.pagewalk import MAX_TABLES, PAGE, walk_tables
 
 __all__ = ["walk_v1", "MAX_TABLES"]
 
-PAGE = 4096
 ADDR_MASK = 0x000FFFFFFFFFF000
 PTE_PR, PTE_IR, PTE_IW = 1, 1 << 61, 1 << 62
-MAX_TABLES = 1 << 18
 
 
 def _size_from_address(pte: int) -> int:
@@ -23,6 +21,27 @@ def _size_from_address(pte: int) -> int:
     v = pte | 0xFFF
     bit = (~v & (v + 1)).bit_length() - 1
     return 1 << (bit + 1)
+
+
+def _entry(walk: PageTableWalk, level: int, i: int, iova: int, span: int, pte: int, perm, path: tuple):
+    r, w = perm
+    nl = (pte >> 9) & 7
+    rr, ww = r and bool(pte & PTE_IR), w and bool(pte & PTE_IW)
+    if level == 1 or nl == 0:
+        walk.leaves.append(Leaf(iova, pte & ADDR_MASK, span, rr, ww, level, path))
+    elif nl == 7:
+        size = _size_from_address(pte)
+        if size < PAGE or size > span * 512:
+            walk.errors.append(f"level {level} entry {i} (IOVA {iova:#x}): encoded page size {size:#x} out of range")
+        elif iova % size == 0:   # the page is replicated over size/span entries: take the first
+            walk.leaves.append(Leaf(iova, pte & ADDR_MASK & ~(size - 1), size, rr, ww, level, path))
+    elif nl >= level:
+        walk.errors.append(f"level {level} entry {i} (IOVA {iova:#x}) points to level {nl}: not below; "
+                           "not followed")
+    else:
+        # next level nl < level - 1 skips levels: their index bits are zero
+        return pte & ADDR_MASK, nl, iova, (rr, ww), path
+    return None
 
 
 def walk_v1(prog: drgn.Program, root: int, mode: int, read: bool = True, write: bool = True,
@@ -33,50 +52,8 @@ def walk_v1(prog: drgn.Program, root: int, mode: int, read: bool = True, write: 
     :param mode: the device table entry's paging mode (number of levels, 1..6)
     :param read, write: the device table entry's IR/IW
     """
-    walk = PageTableWalk(root, mode)
-    seen: set[int] = set()
-
-    def visit(table: int, level: int, base: int, r: bool, w: bool, path: tuple[int, ...]) -> None:
-        if table in seen:
-            walk.errors.append(f"level {level} table {table:#x} (IOVA {base:#x}) is referenced twice: a loop "
-                               "or a corrupt pointer; not followed again")
-            return
-        if len(seen) >= max_tables:
-            walk.errors.append(f"more than {max_tables} table pages: walk stopped at IOVA {base:#x}")
-            return
-        seen.add(table)
-        try:
-            words = np.frombuffer(prog.read(table, PAGE, True), dtype="<u8")
-        except drgn.FaultError as e:
-            walk.errors.append(f"level {level} table {table:#x} (IOVA {base:#x}) is unreadable in the dump: {e}")
-            return
-        walk.tables_read += 1
-        walk.entries_decoded += 512
-        span = 1 << (12 + 9 * (level - 1))
-        idx = np.flatnonzero(words & PTE_PR)
-        for i, pte in zip(idx.tolist(), words[idx].tolist(), strict=True):
-            iova = base + i * span
-            nl = (pte >> 9) & 7
-            rr, ww = r and bool(pte & PTE_IR), w and bool(pte & PTE_IW)
-            if level == 1 or nl == 0:
-                walk.leaves.append(Leaf(iova, pte & ADDR_MASK, span, rr, ww, level, path + (pte,)))
-            elif nl == 7:
-                size = _size_from_address(pte)
-                if size < PAGE or size > span * 512:
-                    walk.errors.append(f"level {level} entry {i} (IOVA {iova:#x}): encoded page size {size:#x} "
-                                       "out of range")
-                elif iova % size == 0:   # the page is replicated over size/span entries: take the first
-                    walk.leaves.append(Leaf(iova, pte & ADDR_MASK & ~(size - 1), size, rr, ww, level,
-                                            path + (pte,)))
-            elif nl >= level:
-                walk.errors.append(f"level {level} entry {i} (IOVA {iova:#x}) points to level {nl}: "
-                                   "not below; not followed")
-            else:
-                # next level nl < level - 1 skips levels: their index bits are zero
-                visit(pte & ADDR_MASK, nl, iova, rr, ww, path + (pte,))
-
     if not 1 <= mode <= 6:
+        walk = PageTableWalk(root, mode)
         walk.errors.append(f"unsupported paging mode {mode}")
         return walk
-    visit(root & ~(PAGE - 1), mode, 0, read, write, ())
-    return walk
+    return walk_tables(prog, root, mode, PTE_PR, _entry, (read, write), max_tables)
