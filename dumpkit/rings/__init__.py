@@ -11,7 +11,7 @@ import sys
 
 import drgn
 
-from dumpkit.rings import e1000e, nvme, virtio
+from dumpkit.rings import ahci, e1000, e1000e, megaraid_sas, nvme, pvscsi, virtio, vmxnet3, xhci
 from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder, RingEvidence
 from dumpkit.target.debuginfo import module_debug_status
 
@@ -19,7 +19,8 @@ __all__ = ["RingEvidence", "QueueEvidence", "DmaBuffer", "RingDecoder", "decoder
            "ring_evidence", "iommu_bypass", "dma_buffers", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "dumpkit.rings"
-BUILTIN = (e1000e.DECODER, nvme.DECODER, virtio.DECODER)
+BUILTIN = (e1000e.DECODER, nvme.DECODER, virtio.DECODER, e1000.DECODER, vmxnet3.DECODER, pvscsi.DECODER,
+           megaraid_sas.DECODER, ahci.DECODER, xhci.DECODER)
 READ_ERRORS = (drgn.FaultError, LookupError, ValueError, TypeError, AttributeError)
 
 

@@ -1,0 +1,108 @@
+"""What memory shows about a PCI function's DMA when no ring decoder knows its driver,
+and small helpers the SCSI decoders share.
+
+:func:`generic_evidence` says "no ring decoder for driver X" and then only what the
+dump holds for any device: whether a driver is bound, its DMA masks, whether the kernel
+enabled it as a bus master, and (when the caller passes them) how much of the IOMMU
+mappings for it is writable. Which buffers the driver gave the device, and whether the
+device completed anything after the crash, live in the driver's own structures, which
+only a decoder for that driver can read."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import drgn
+
+__all__ = ["generic_evidence", "scsi_data_dma", "sg_dma_addresses"]
+
+DMA_MAPPING_ERROR = (1 << 64) - 1
+SG_CHAIN, SG_END = 0x1, 0x2
+MAX_SG = 4096
+
+Mappings = Callable[[drgn.Object], Iterable[int]] | Iterable[int] | None
+
+
+def _mask_text(mask: int) -> str:
+    if not mask:
+        return "0 (no DMA)"
+    bits = mask.bit_length()
+    return f"{bits}-bit" if mask == (1 << bits) - 1 else f"{mask:#x}"
+
+
+def generic_evidence(prog: drgn.Program, pdev: drgn.Object, mappings: Mappings = None) -> str:
+    """One paragraph on a PCI function no ring decoder knows.
+
+    :param pdev: ``struct pci_dev *``
+    :param mappings: the writable byte count of each IOMMU mapping the dump holds for
+        the device: a list, or a callable given ``pdev`` that returns one; None when the
+        caller has not looked (an empty list means none were found)
+    """
+    drv = pdev.dev.driver
+    driver = drv.name.string_().decode() if drv else None
+    parts = [f"no ring decoder for driver {driver}" if driver else "no driver bound"]
+    try:
+        dma_mask = pdev.dma_mask.value_()
+        coherent = pdev.dev.coherent_dma_mask.value_()
+        parts.append(f"DMA mask {_mask_text(dma_mask)}, coherent {_mask_text(coherent)}")
+    except (AttributeError, LookupError, drgn.FaultError):
+        parts.append("DMA masks unreadable")
+    try:
+        master = bool(pdev.is_busmaster.value_())
+        enabled = pdev.enable_cnt.counter.value_()
+        parts.append(("bus mastering enabled by the kernel" if master else "bus mastering not enabled by the kernel")
+                     + f" (enable count {enabled})")
+    except (AttributeError, LookupError, drgn.FaultError):
+        pass
+    if callable(mappings):
+        mappings = mappings(pdev)
+    if mappings is None:
+        parts.append("IOMMU mappings not examined")
+    else:
+        sizes = [n for n in mappings if n > 0]
+        parts.append(f"{len(sizes)} writable IOMMU mapping(s), {sum(sizes)} bytes" if sizes
+                     else "no writable IOMMU mapping")
+    known = "; ".join(parts)
+    unknown = ("not known from memory: which of those buffers the driver handed the device, whether it holds "
+               "coherent DMA allocations (the kernel keeps no per-device list of them), and whether the device "
+               "completed anything after the crash" if driver else
+               "without a driver the kernel gave the device no buffers; a device that was programmed before "
+               "(firmware, an earlier kernel) is not visible in memory")
+    return f"{known}. {unknown[0].upper()}{unknown[1:]}."
+
+
+def sg_dma_addresses(sgl: drgn.Object, nents: int, limit: int = MAX_SG) -> list[int]:
+    """Device addresses of a mapped scatterlist (``struct scatterlist *``), following
+    chain entries, skipping entries the DMA mapping left unused (zero length or
+    DMA_MAPPING_ERROR, as an IOMMU that merged segments leaves them)."""
+    out: list[int] = []
+    has_len = sgl.type_.type.has_member("dma_length")
+    sg, seen = sgl, 0
+    while sg and seen < min(nents, limit):
+        link = sg.page_link.value_()
+        if link & SG_CHAIN:
+            sg = drgn.Object(sgl.prog_, sgl.type_, value=link & ~(SG_CHAIN | SG_END))
+            continue
+        addr = sg.dma_address.value_()
+        length = sg.dma_length.value_() if has_len else sg.length.value_()
+        if length and addr != DMA_MAPPING_ERROR:
+            out.append(addr)
+        seen += 1
+        if link & SG_END:
+            break
+        sg = sg + 1
+    return out
+
+
+def scsi_data_dma(scmd: drgn.Object) -> list[int]:
+    """Device addresses of a SCSI command's data buffers (``struct scsi_cmnd *``)."""
+    if not scmd:
+        return []
+    t = scmd.type_.type
+    if t.has_member("sdb"):
+        table = scmd.sdb.table
+    else:
+        return []
+    if not table.sgl:
+        return []
+    return sg_dma_addresses(table.sgl, table.nents.value_())
