@@ -56,6 +56,45 @@ def _attach_live() -> drgn.Program:
     return prog
 
 
+QMP_TIMEOUT = 5.0
+
+
+def _qmp_probe(path: Path, timeout: float) -> str | None:
+    """Talk QMP ourselves first, with a time limit on every reply: greeting,
+    ``qmp_capabilities``, ``query-status``. drgn's own client has no time limit and
+    holds the interpreter while it waits, so a monitor that accepts and never answers
+    would hang dumpkit. :return: why the monitor is unusable, or None"""
+    import json
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(str(path))
+            reader = s.makefile("rb")
+
+            def reply() -> dict:
+                while True:
+                    line = reader.readline(1 << 20)
+                    if not line:
+                        raise ConnectionError("connection closed")
+                    msg = json.loads(line)
+                    if "event" not in msg:
+                        return msg
+
+            if "QMP" not in reply():
+                return "no QMP greeting"
+            for cmd in ("qmp_capabilities", "query-status"):
+                s.sendall(json.dumps({"execute": cmd}).encode() + b"\n")
+                if "return" not in reply():
+                    return f"QMP {cmd} failed"
+        except TimeoutError:
+            return f"no QMP answer within {timeout:.0f} s"
+        except (OSError, ValueError) as e:
+            return f"QMP conversation failed ({e})"
+    return None
+
+
 def _attach_qmp(socket_path: str) -> drgn.Program:
     p = Path(socket_path)
     if not p.exists():
@@ -63,6 +102,11 @@ def _attach_qmp(socket_path: str) -> drgn.Program:
                                "start QEMU with -qmp unix:PATH,server=on,wait=off and -device vmcoreinfo")
     if not stat.S_ISSOCK(p.stat().st_mode):
         raise ConnectionFailed(f"{p} is not a socket", "pass the path given to QEMU's -qmp unix:")
+    problem = _qmp_probe(p, QMP_TIMEOUT)
+    if problem:
+        raise ConnectionFailed(f"{p}: {problem}",
+                               "check that it is QEMU's -qmp socket, that the guest runs, and that no other "
+                               "client holds the monitor")
     prog = drgn.Program()
     try:
         prog.set_qemu_qmp(str(p))
