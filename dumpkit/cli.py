@@ -41,6 +41,7 @@ examples:
   dumpkit verdict sample-dumps/nocopy-fault/vmcore.kdump
   dumpkit compare sample-dumps/nocopy-fault/vmcore.kdump sample-dumps/patched-nocopy/vmcore.kdump
   dumpkit triage sample-dumps --jobs 2 --format csv -o triage.csv
+  dumpkit triage /var/crash --debuginfo /srv/debug -o fleet/ --format parquet   # resumable dataset
   dumpkit report sample-dumps/nocopy-fault/vmcore.kdump -o report.html
   dumpkit faults vmcore-dmesg.txt --csv          # IOMMU faults of a log, no dump needed
   dumpkit info /var/crash/127.0.0.1-2026-11-23/vmcore --debuginfo /usr/lib/debug --debuginfo e1000e.ko.debug
@@ -395,20 +396,32 @@ def cmd_compare(args) -> int:
 
 
 def cmd_triage(args) -> int:
-    from dumpkit.triage import KIND_CAPTURE, RowWriter, find_dumps, iter_triage
+    from dumpkit.triage import KIND_CAPTURE, RowWriter, find_dumps, iter_triage, iter_triage_cluster
 
     paths = find_dumps(args.paths)
     if not paths:
         raise InputError(f"no dumps found in {', '.join(args.paths)}",
                          "pass vmcore files or the directories holding them")
+    if args.engine == "fork" and (args.scheduler or args.scheduler_file):
+        raise DumpkitError("--scheduler and --scheduler-file need --engine dask", "drop --engine fork")
+    dataset = args.format == "parquet" and args.output is not None and (
+        Path(args.output).is_dir() or not args.output.endswith(".parquet"))
+    if dataset:
+        return _triage_dataset(args, paths)
     if args.output:
         _check_output(args.output, [*paths, *args.paths])
     writer = RowWriter(args.output, args.format)
     progress = sys.stderr.isatty()
     finished: list = []
     rows: list[dict] = []
-    gen = iter_triage(paths, jobs=args.jobs, timeout=args.timeout, debuginfo=args.debuginfo, progress=progress,
-                      debuginfod=args.debuginfod, finished=finished)
+    if args.engine == "fork":
+        gen = iter_triage(paths, jobs=args.jobs or 1, timeout=args.timeout, debuginfo=args.debuginfo,
+                          progress=progress, debuginfod=args.debuginfod, finished=finished)
+    else:
+        gen = iter_triage_cluster(paths, timeout=args.timeout, debuginfo=args.debuginfo, progress=progress,
+                                  debuginfod=args.debuginfod, finished=finished, workers=args.jobs,
+                                  scheduler=args.scheduler, scheduler_file=args.scheduler_file,
+                                  memory_limit=args.memory_limit, index=_triage_index(args))
     try:
         for _i, row in gen:
             writer.write(row)
@@ -435,6 +448,84 @@ def cmd_triage(args) -> int:
               f"{len(failed)} failed", file=sys.stderr)
     for r in failed:
         print(f"dumpkit: {r['path']}: {r['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _triage_index(args):
+    """Debug files by build-id under --debuginfo trees and /usr/lib/debug: each dump is
+    opened with its own kernel's vmlinux and module directory."""
+    from dumpkit.fleet.debugindex import DebugIndex
+
+    for p in args.debuginfo or []:
+        if not os.path.exists(p):
+            raise DumpkitError(f"debug info path {p} does not exist",
+                               "pass a vmlinux, module debug files or an unpacked debug package")
+    return DebugIndex.build(args.debuginfo or [])
+
+
+def _triage_dataset(args, paths) -> int:
+    """-o DIR --format parquet: the fleet dataset, one fragment per dump as it finishes;
+    dumps already in it (same file, same dumpkit version, status ok) are skipped unless --force."""
+    from dumpkit.fleet.dataset import Dataset
+    from dumpkit.fleet.engine import connect, run_on_cluster
+    from dumpkit.triage import KIND_CAPTURE
+
+    if args.engine == "fork":
+        raise DumpkitError("a Parquet dataset directory needs --engine dask",
+                           "drop --engine fork, or give -o FILE.parquet")
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"cannot write dataset {out}: it is a file", "give a directory")
+    if not (out if out.exists() else out.parent if str(out.parent) else Path(".")).is_dir():
+        raise OutputError(f"cannot write {out}: directory {out.parent} does not exist", "create it first")
+    ds = Dataset(out)
+    try:
+        ds.create()
+    except OSError as e:
+        raise OutputError(f"cannot write dataset {out}: {e.strerror}", "choose a writable location") from None
+    paths = [p.resolve() for p in paths]
+    shas, stats = (set(), set()) if args.force else ds.done()
+    todo = []
+    for p in paths:
+        st = p.stat()
+        if (str(p), st.st_size, st.st_mtime_ns) not in stats:
+            todo.append(p)
+    skipped = len(paths) - len(todo)
+    progress = sys.stderr.isatty()
+    rows: list[dict] = []
+    try:
+        if todo:
+            with connect(args.scheduler, args.scheduler_file, args.jobs, args.memory_limit) as client:
+                results = run_on_cluster(client, todo, index=_triage_index(args), debuginfo=args.debuginfo,
+                                         debuginfod=args.debuginfod, timeout=args.timeout, skip_shas=shas,
+                                         want_sha=True, progress=progress,
+                                         memory_limit=None if args.scheduler or args.scheduler_file
+                                         else args.memory_limit)
+                try:
+                    for _i, result in results:
+                        if result["skipped"]:
+                            skipped += 1
+                            continue
+                        try:
+                            ds.write(result["row"], result["endpoints"])
+                        except OSError as e:
+                            raise OutputError(f"writing dataset {out} failed: {e.strerror}",
+                                              "free space or choose another location") from None
+                        rows.append(result["row"])
+                finally:
+                    results.close()
+    except KeyboardInterrupt:
+        if progress:
+            print(file=sys.stderr)
+        raise Interrupted(f"interrupted after {len(rows)} of {len(todo)} dumps",
+                          f"their rows are in {out}; run again to do the rest") from None
+    failed = [r for r in rows if r["status"] != "ok"]
+    captures = sum(1 for r in rows if r.get("kind") == KIND_CAPTURE)
+    if progress:
+        print(f"triage: {len(rows) - captures - len(failed)} crashes, {captures} capture-state dumps, "
+              f"{len(failed)} failed, {skipped} already in {out}", file=sys.stderr)
+    for r in failed:
+        print(f"dumpkit: {r['path']}: {r['reason']}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -591,17 +682,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("after", help="the second dump (for example with it)")
     p.add_argument("--csv", action="store_true", help="CSV instead of a text table")
 
-    p = command("triage", "many dumps into one table, each in its own worker; rows are written as dumps "
-                "finish, capture-state dumps are marked, not counted as crashes", cmd_triage)
+    from dumpkit.fleet.engine import parse_memory
+
+    p = command("triage", "many dumps into one table on a dask.distributed cluster (embedded by default), each "
+                "dump a task with time and memory limits; rows are written as dumps finish, capture-state "
+                "dumps are marked, not counted as crashes. -o DIR --format parquet writes the resumable "
+                "fleet dataset (docs/fleet-triage.md)", cmd_triage)
     p.add_argument("paths", nargs="+", metavar="PATH", help="dump files or directories to search for dumps")
-    p.add_argument("--jobs", type=_positive_int, default=1, help="worker processes, at least 1 (default 1)")
+    p.add_argument("--jobs", type=_positive_int, default=None,
+                   help="worker processes of the embedded cluster (one thread each), at least 1 "
+                        "(default: one per core, as many as fit in memory at --memory-limit each)")
     p.add_argument("--timeout", type=_positive_seconds, default=300,
                    help="seconds allowed per dump; a dump over it gets an error row (default 300)")
+    p.add_argument("--memory-limit", type=parse_memory, default=4 << 30, metavar="SIZE",
+                   help="memory per worker of the embedded cluster, so per dump (default 4GiB); a worker "
+                        "over it is restarted and its dump retried once, then reported")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="run on this existing dask cluster instead of an embedded one (workers must see "
+                        "the dumps and debug trees under the same paths)")
+    p.add_argument("--scheduler-file", metavar="FILE", help="run on the dask cluster this scheduler file names")
+    p.add_argument("--engine", choices=["dask", "fork"], default="dask",
+                   help="dask (default) or fork: one forked process per dump, no dataset")
+    p.add_argument("--force", action="store_true",
+                   help="with a dataset: analyse again dumps already in it (default: skip them)")
     p.add_argument("--format", choices=["csv", "json", "jsonl", "parquet"], default="csv",
-                   help="csv (default), json (an array), jsonl (one object a line) or parquet (needs -o; "
-                        "rows kept in FILE.partial.jsonl until it is written)")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the table here (default: standard output); "
-                   "its directory must exist")
+                   help="csv (default), json (an array), jsonl (one object a line) or parquet: with -o DIR "
+                        "(a directory, or a name not ending in .parquet) the fleet dataset DIR/dumps and "
+                        "DIR/endpoints, one fragment per dump; with -o FILE.parquet one table (rows kept in "
+                        "FILE.partial.jsonl until it is written)")
+    p.add_argument("-o", "--output", metavar="FILE|DIR", help="write the table here (default: standard "
+                   "output); its directory must exist")
 
     p = command("report", "run a notebook on a dump and write HTML with provenance", cmd_report)
     p.add_argument("source", help=source_help)

@@ -1,5 +1,8 @@
-"""Batch triage: many dumps, each in its own worker process with a time limit; one bad
-dump gets an error row and never costs the others.
+"""Batch triage: many dumps, each in a worker process with a time limit; one bad dump gets
+an error row and never costs the others. Two engines: dask.distributed
+(:func:`iter_triage_cluster`, :mod:`dumpkit.fleet`: an embedded LocalCluster or an existing
+cluster, and the Parquet dataset of a fleet) and one forked process per dump
+(:func:`iter_triage`, ``--engine fork``).
 
 Rows reach the output as the dumps finish (in input order, each as soon as every dump
 before it is done), so an interruption or a crash keeps every finished row. A dump taken
@@ -20,8 +23,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["COLUMNS", "FORMATS", "RowWriter", "check_output", "find_dumps", "iter_triage", "triage",
-           "triage_one"]
+__all__ = ["COLUMNS", "FORMATS", "RowWriter", "analyse", "check_output", "find_dumps", "iter_triage",
+           "iter_triage_cluster", "triage", "triage_one"]
 
 DUMP_MAGICS = (b"KDUMP   ", b"\x7fELF", b"makedumpfile\0")
 KIND_CRASH = "crash"
@@ -88,11 +91,10 @@ def _looks_like_dump(path: Path) -> bool:
     return any(head.startswith(m) for m in DUMP_MAGICS)
 
 
-def triage_one(path: str, debuginfo: str | Sequence[str] | None = None, debuginfod: bool = False) -> dict:
-    """Analyse one dump into one row (raises DumpkitError on bad input).
+def analyse(path: str, debuginfo: str | Sequence[str] | None = None, debuginfod: bool = False):
+    """Open and judge one dump: (row, verdicts or None for a capture-state dump, dump).
 
-    A capture-kernel dump is not judged as a crash: its row has kind "capture-state dump"
-    and no endpoint counts.
+    :raises DumpkitError: bad input, no debug info, unreadable kernel data
     """
     import dumpkit
     from dumpkit.dmar.collect import find_capture_logs
@@ -110,7 +112,7 @@ def triage_one(path: str, debuginfo: str | Sequence[str] | None = None, debuginf
     }
     if kd.capture_kernel:
         row["seconds"] = round(time.monotonic() - start, 3)
-        return row
+        return row, None, dump
     logs = find_capture_logs(dump.path)
     v = judge(dump, logs)
     eps = v.endpoints
@@ -127,7 +129,16 @@ def triage_one(path: str, debuginfo: str | Sequence[str] | None = None, debuginf
         "dma_after_crash_devices": ",".join(f"{e.bdf}[{e.driver}]" for e in eps if e.did_dma_after_crash.value),
         "seconds": round(time.monotonic() - start, 3),
     })
-    return row
+    return row, v, dump
+
+
+def triage_one(path: str, debuginfo: str | Sequence[str] | None = None, debuginfod: bool = False) -> dict:
+    """Analyse one dump into one row (raises DumpkitError on bad input).
+
+    A capture-kernel dump is not judged as a crash: its row has kind "capture-state dump"
+    and no endpoint counts.
+    """
+    return analyse(path, debuginfo, debuginfod)[0]
 
 
 def _worker(path: str, debuginfo, debuginfod: bool, conn) -> None:
@@ -239,6 +250,58 @@ def iter_triage(paths: Sequence[str | os.PathLike], jobs: int = 1, timeout: floa
         if finished is not None:
             for i in sorted(done):
                 ready(i)        # fill crash_dump where it is already known
+                finished.append((i, done[i]))
+
+
+def iter_triage_cluster(paths: Sequence[str | os.PathLike], timeout: float = 300,
+                        debuginfo: str | Sequence[str] | None = None, progress: bool = False,
+                        debuginfod: bool = False, finished: list | None = None, *, workers: int | None = None,
+                        scheduler: str | None = None, scheduler_file: str | None = None,
+                        memory_limit: int | None = None, index=None) -> Iterator[tuple[int, dict]]:
+    """:func:`iter_triage` on dask.distributed (:mod:`dumpkit.fleet.engine`): an embedded
+    LocalCluster of ``workers`` single-threaded processes, or the cluster at ``scheduler``
+    / ``scheduler_file``. Same rows, same order, same ``finished`` hand-over."""
+    from dumpkit.fleet.engine import DEFAULT_MEMORY_LIMIT, connect, run_on_cluster
+
+    paths = [Path(p) for p in paths]
+    directory = [p.parent.resolve() for p in paths]
+    memory_limit = memory_limit or DEFAULT_MEMORY_LIMIT
+    done: dict[int, dict] = {}
+    next_out = 0
+
+    def ready(i: int) -> bool:
+        row = done.get(i)
+        if row is None:
+            return False
+        if row.get("kind") != KIND_CAPTURE:
+            return True
+        siblings = [j for j in range(len(paths)) if j != i and directory[j] == directory[i]]
+        if any(j not in done for j in siblings):
+            return False
+        crashes = [str(paths[j]) for j in siblings if done[j].get("kind") == KIND_CRASH]
+        row["crash_dump"] = ",".join(crashes) or None
+        return True
+
+    try:
+        with connect(scheduler, scheduler_file, workers, memory_limit) as client:
+            results = run_on_cluster(client, paths, index=index, debuginfo=debuginfo, debuginfod=debuginfod,
+                                     timeout=timeout, want_sha=False, progress=progress,
+                                     memory_limit=memory_limit if not (scheduler or scheduler_file) else None)
+            try:
+                for i, result in results:
+                    row = result["row"]
+                    row["path"] = str(paths[i])
+                    done[i] = {c: row.get(c) for c in COLUMNS}
+                    while next_out < len(paths) and ready(next_out):
+                        out = done.pop(next_out)
+                        next_out += 1
+                        yield next_out - 1, out
+            finally:
+                results.close()
+    finally:
+        if finished is not None:
+            for i in sorted(done):
+                ready(i)
                 finished.append((i, done[i]))
 
 
