@@ -135,8 +135,10 @@ def _read(directory: Path, schema: pa.Schema):
         except Exception:
             continue
     if not tables:
-        return pd.DataFrame({f.name: pd.Series(dtype=f.type.to_pandas_dtype()) for f in schema})
-    return pa.concat_tables(tables).to_pandas()
+        dtypes = {pa.int64(): "Int64", pa.bool_(): "boolean", pa.float64(): "Float64"}
+        return pd.DataFrame({f.name: pd.Series(dtype=dtypes.get(f.type, "object")) for f in schema})
+    mapper = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype(), pa.float64(): pd.Float64Dtype()}
+    return pa.concat_tables(tables).to_pandas(types_mapper=mapper.get)
 
 
 def load_dataset(path: str | os.PathLike):
@@ -178,7 +180,7 @@ def fleet_views(dumps, endpoints) -> dict:
     eps["driver"] = eps["driver"].fillna("(none)")
     claims = ["could_dma", "did_dma_after_crash", "hit_capture_kernel", "stopped_by_reset"]
     for c in claims:
-        eps[c + "_yes"] = eps[c].eq(True)
+        eps[c + "_yes"] = eps[c].eq(True).fillna(False).astype(bool)
         eps[c + "_unknown"] = eps[c].isna()
     agg = {"dumps": ("dump_sha256", "nunique"), "endpoints": ("bdf", "size"),
            **{c: (c + "_yes", "sum") for c in claims},
@@ -186,7 +188,7 @@ def fleet_views(dumps, endpoints) -> dict:
            "post_crash_completions": ("post_crash_completions", "sum"), "faults": ("faults", "sum")}
     by_kd = (eps.groupby(["kernel_release", "driver"], dropna=False).agg(**agg).reset_index()
              if len(eps) else pd.DataFrame(columns=["kernel_release", "driver", *agg]))
-    post = eps[eps["did_dma_after_crash"].eq(True)][
+    post = eps[eps["did_dma_after_crash"].eq(True).fillna(False).astype(bool)][
         ["path", "kernel_release", "bdf", "vendor_device", "name", "driver", "post_crash_completions", "faults",
          "hit_capture_kernel", "stopped_by_reset", "decoder", "dump_sha256"]].reset_index(drop=True)
     if len(eps):
