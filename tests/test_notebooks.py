@@ -1,4 +1,5 @@
-"""Notebooks run headless with papermill on the sample dumps and show what they promise."""
+"""Notebooks (shipped in the package, dumpkit/notebooks/) run headless with papermill on the
+sample dumps and show what they promise."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from conftest import REPO, SAMPLES
 
 papermill = pytest.importorskip("papermill")
 
+NOTEBOOKS = REPO / "dumpkit" / "notebooks"
+
 
 def outputs(nb: dict) -> list[dict]:
     return [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
@@ -16,29 +19,34 @@ def outputs(nb: dict) -> list[dict]:
 
 @pytest.mark.parametrize("dump", ["nocopy-fault/vmcore.kdump", "patched-nocopy/capture-state.kdump"])
 def test_01_investigate_runs_headless(tmp_path, dump):
-    out = tmp_path / "01.ipynb"
-    papermill.execute_notebook(str(REPO / "notebooks" / "01-investigate.ipynb"), str(out),
-                               parameters={"dump": str(SAMPLES / dump)}, cwd=str(REPO / "notebooks"),
-                               kernel_name="python3", progress_bar=False)
-    nb = json.loads(out.read_text())
+    nb = run_notebook(tmp_path, "01-investigate", {"dump": str(SAMPLES / dump)})
     outs = outputs(nb)
-    assert not [o for o in outs if o["output_type"] == "error"]
     assert any("image/png" in o.get("data", {}) for o in outs), "the tree picture is missing"
     html = "".join("".join(o.get("data", {}).get("text/html", "")) for o in outs)
     assert "0000:02:00.0" in html and "e1000e" in html
     assert "6.1.192" in html
+    text = "".join("".join(o.get("text", "")) for o in outs)
+    assert "IOMMU: intel-vtd" in text and "no loadable modules in this kernel" in text
+
+
+def test_01_without_a_dump_says_what_to_set(tmp_path):
+    with pytest.raises(papermill.PapermillExecutionError, match="set dump"):
+        run_notebook(tmp_path, "01-investigate", {})
 
 
 def test_committed_notebooks_have_no_outputs():
-    for path in (REPO / "notebooks").glob("*.ipynb"):
+    paths = sorted(NOTEBOOKS.glob("*.ipynb"))
+    assert len(paths) >= 4
+    for path in paths:
         nb = json.loads(path.read_text())
         assert not outputs(nb), f"{path.name} is committed with outputs"
+        assert all(c.get("execution_count") is None for c in nb["cells"] if c["cell_type"] == "code"), path.name
 
 
 def run_notebook(tmp_path, name: str, parameters: dict) -> dict:
     out = tmp_path / f"{name}.ipynb"
-    papermill.execute_notebook(str(REPO / "notebooks" / f"{name}.ipynb"), str(out), parameters=parameters,
-                               cwd=str(REPO / "notebooks"), kernel_name="python3", progress_bar=False)
+    papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=parameters,
+                               cwd=str(tmp_path), kernel_name="python3", progress_bar=False)
     nb = json.loads(out.read_text())
     assert not [o for o in outputs(nb) if o["output_type"] == "error"]
     return nb
@@ -66,5 +74,5 @@ def test_03_triage_runs_headless(tmp_path):
 @pytest.mark.slow
 def test_04_live_runs_headless_on_a_qemu_guest(tmp_path, live_guest):
     source, _out = live_guest
-    nb = run_notebook(tmp_path, "04-live", {"source": source})
+    nb = run_notebook(tmp_path, "04-live", {"dump": source})
     assert any("image/png" in o.get("data", {}) for o in outputs(nb))
