@@ -16,7 +16,8 @@ from dumpkit.errors import InputError
 
 __all__ = ["Claim", "EndpointVerdict", "Verdicts", "CaptureMismatch", "judge", "RESET_LINE", "NOT_RESET_LINE"]
 
-RESET_LINE = re.compile(r"pci (?P<port>[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]): kdump: secondary bus reset")
+RESET_LINE = re.compile(r"pci (?P<port>[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]): kdump: secondary bus reset"
+                        r"(?! failed)")
 NOT_RESET_LINE = re.compile(r"pci (?P<port>[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]): kdump: not reset: (?P<why>.+)")
 TIMESTAMP = re.compile(r"^\[ *(\d+\.\d+)\]")
 # PCI base classes whose functions firmware commonly leaves mastering (legacy USB

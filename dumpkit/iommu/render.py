@@ -62,7 +62,11 @@ def faults_frame(state: IommuState):
                      "device": c.device if c else None, "driver": c.driver if c else None,
                      "phys": c.phys if c else None, "buffer": c.buffer if c else None,
                      "note": c.note if c else None, "raw": f.raw})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    for col in ("address", "phys"):   # 64-bit addresses: never through float
+        if col in frame:
+            frame[col] = frame[col].astype("object")
+    return frame
 
 
 def _unit_line(u) -> str:
