@@ -533,21 +533,33 @@ def cmd_report(args) -> int:
     from dumpkit.report import render_report
 
     _check_dump(args.source)
-    if args.capture_log:
-        _check_file(args.capture_log, "capture log")
-    _check_output(args.output, [args.source if _is_file_source(args.source) else None, args.capture_log])
+    if args.after:
+        _check_dump(args.after)
+    for log in (args.capture_log or []) + (args.after_capture_log or []):
+        _check_file(log, "capture log")
+    _check_output(args.output, [p for p in (args.source, args.after) if p and _is_file_source(p)]
+                  + (args.capture_log or []) + (args.after_capture_log or []))
     if args.debuginfod:      # render_report opens the dump itself, also inside the notebook kernel
         os.environ["DUMPKIT_DEBUGINFOD"] = "1"
     with _kernel_data(args.source):
         try:
-            out = render_report(args.source, args.output, notebook=args.notebook, capture_log=args.capture_log,
-                                debuginfo=args.debuginfo)
+            out = render_report(args.source, args.output, notebook=args.notebook,
+                                capture_log=[] if args.no_capture_log else args.capture_log,
+                                debuginfo=args.debuginfo, after=args.after, after_capture_log=args.after_capture_log)
         except OSError as e:
             if isinstance(e, BrokenPipeError) or not e.filename or Path(e.filename) != Path(args.output):
                 raise
             raise OutputError(f"writing {args.output} failed: {e.strerror}",
                               "free space on that disk or write elsewhere") from None
     _emit(str(out))
+    return 0
+
+
+def cmd_notebooks(args) -> int:
+    from dumpkit.report import copy_notebooks
+
+    paths = copy_notebooks(args.dir, overwrite=args.force)
+    _emit("\n".join(str(p) for p in paths))
     return 0
 
 
@@ -713,13 +725,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE|DIR", help="write the table here (default: standard "
                    "output); its directory must exist")
 
-    p = command("report", "run a notebook on a dump and write HTML with provenance", cmd_report)
+    p = command("report", "one dump (or two, before/after) as HTML with the provenance of every input",
+                cmd_report)
     p.add_argument("source", help=source_help)
-    p.add_argument("--capture-log", metavar="FILE", help="the capture kernel's log for the notebook")
-    p.add_argument("--notebook", default="02-dma-at-crash-before-after",
-                   help="notebook name in notebooks/ (default 02-dma-at-crash-before-after)")
+    p.add_argument("--capture-log", action="append", metavar="FILE",
+                   help="the capture kernel's log; repeatable (default: the logs saved beside the dump)")
+    p.add_argument("--no-capture-log", action="store_true", help="use no capture log, not even one beside the dump")
+    p.add_argument("--after", metavar="DUMP", help="a second dump to compare with (for example with the reset patch)")
+    p.add_argument("--after-capture-log", action="append", metavar="FILE", help="the second dump's capture log")
+    p.add_argument("--notebook", default=None,
+                   help="a packaged notebook by name (default: 01-investigate, or 02-dma-at-crash-before-after "
+                        "with --after; dumpkit notebooks DIR lists them by copying them out)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.html",
                    help="the HTML file to write; its directory must exist")
+
+    p = command("notebooks", "copy the packaged notebooks into a directory for JupyterLab", cmd_notebooks)
+    p.add_argument("dir", metavar="DIR", help="where to copy them (created if missing)")
+    p.add_argument("--force", action="store_true", help="overwrite notebooks already there")
 
     p = command("faults", "IOMMU fault records and events of text logs, without a dump (dmesg, "
                 "vmcore-dmesg.txt, serial console, syslog, journal)", cmd_faults)
