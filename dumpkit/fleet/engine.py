@@ -204,7 +204,7 @@ def run_on_cluster(client, paths: Sequence[str | os.PathLike], *, index=None, de
     client.subscribe_topic(START_TOPIC, on_start)
     skip = frozenset(skip_shas)
     if index is not None:
-        [index_f] = client.scatter([index], broadcast=True)
+        [index_f] = client.scatter([index], broadcast=True, hash=False)
     else:
         index_f = None
     futures = {client.submit(_task, i, p, index_f, debuginfo, debuginfod, skip, want_sha, pure=False,
