@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterable
 
 import drgn
 
-__all__ = ["generic_evidence", "scsi_data_dma", "sg_dma_addresses"]
+__all__ = ["generic_evidence", "managed_coherent", "scsi_data_dma", "sg_dma_addresses"]
 
 DMA_MAPPING_ERROR = (1 << 64) - 1
 SG_CHAIN, SG_END = 0x1, 0x2
 MAX_SG = 4096
+MAX_DEVRES = 4096
 
 Mappings = Callable[[drgn.Object], Iterable[int]] | Iterable[int] | None
 
@@ -30,6 +31,33 @@ def _mask_text(mask: int) -> str:
     return f"{bits}-bit" if mask == (1 << bits) - 1 else f"{mask:#x}"
 
 
+def managed_coherent(prog: drgn.Program, dev: drgn.Object) -> list[tuple[int, int]] | None:
+    """(device address, size) of the coherent DMA buffers a driver allocated with the
+    managed ``dmam_alloc_coherent`` (device resources released by ``dmam_release``);
+    None when the kernel's devres types are not in the debug info. Buffers from plain
+    ``dma_alloc_coherent`` are not recorded per device anywhere.
+
+    :param dev: ``struct device *``
+    """
+    try:
+        release = prog.symbol("dmam_release").address
+        devres_t = prog.type("struct devres")
+        dma_devres_p = prog.pointer_type(prog.type("struct dma_devres"))
+    except LookupError:
+        return None
+    from dumpkit.target.walk import bounded_list
+
+    out = []
+    for node in bounded_list(dev.devres_head.address_of_(), "struct devres_node", "entry",
+                             "a device's managed resources", MAX_DEVRES):
+        if node.release.value_() != release:
+            continue
+        dr = drgn.container_of(node, devres_t, "node")
+        res = drgn.cast(dma_devres_p, dr.data.address_of_())
+        out.append((res.dma_handle.value_(), res.size.value_()))
+    return out
+
+
 def generic_evidence(prog: drgn.Program, pdev: drgn.Object, mappings: Mappings = None) -> str:
     """One paragraph on a PCI function no ring decoder knows.
 
@@ -38,9 +66,14 @@ def generic_evidence(prog: drgn.Program, pdev: drgn.Object, mappings: Mappings =
         the device: a list, or a callable given ``pdev`` that returns one; None when the
         caller has not looked (an empty list means none were found)
     """
+    from dumpkit.rings import decoder_for  # the registry imports the decoders, which import this module
+
     drv = pdev.dev.driver
     driver = drv.name.string_().decode() if drv else None
-    parts = [f"no ring decoder for driver {driver}" if driver else "no driver bound"]
+    decoder = decoder_for(driver) if driver else None
+    parts = [("no driver bound" if not driver else f"no ring decoder for driver {driver}" if decoder is None
+              else f"driver {driver} (ring decoder {decoder.name} {decoder.version}; this summary is what any "
+                   "device shows)")]
     try:
         dma_mask = pdev.dma_mask.value_()
         coherent = pdev.dev.coherent_dma_mask.value_()
@@ -54,6 +87,14 @@ def generic_evidence(prog: drgn.Program, pdev: drgn.Object, mappings: Mappings =
                      + f" (enable count {enabled})")
     except (AttributeError, LookupError, drgn.FaultError):
         pass
+    try:
+        managed = managed_coherent(prog, pdev.dev.address_of_())
+    except (LookupError, ValueError, drgn.FaultError):
+        managed = None
+    if managed:
+        parts.append(f"{len(managed)} managed coherent DMA allocation(s), {sum(n for _a, n in managed)} bytes")
+    elif managed is not None and driver:
+        parts.append("no managed coherent DMA allocation")
     if callable(mappings):
         mappings = mappings(pdev)
     if mappings is None:
@@ -63,9 +104,9 @@ def generic_evidence(prog: drgn.Program, pdev: drgn.Object, mappings: Mappings =
         parts.append(f"{len(sizes)} writable IOMMU mapping(s), {sum(sizes)} bytes" if sizes
                      else "no writable IOMMU mapping")
     known = "; ".join(parts)
-    unknown = ("not known from memory: which of those buffers the driver handed the device, whether it holds "
-               "coherent DMA allocations (the kernel keeps no per-device list of them), and whether the device "
-               "completed anything after the crash" if driver else
+    unknown = ("not known from memory: which of those buffers the driver handed the device, the coherent DMA "
+               "buffers it allocated without the managed API (the kernel keeps no per-device list of them), and "
+               "whether the device completed anything after the crash" if driver else
                "without a driver the kernel gave the device no buffers; a device that was programmed before "
                "(firmware, an earlier kernel) is not visible in memory")
     return f"{known}. {unknown[0].upper()}{unknown[1:]}."
