@@ -187,6 +187,7 @@ def iter_triage(paths: Sequence[str | os.PathLike], jobs: int = 1, timeout: floa
     pending = list(range(len(paths)))
     running: dict = {}
     done: dict[int, dict] = {}
+    kinds: dict[int, str | None] = {}     # every finished dump's kind, also after its row is out
     next_out = 0
 
     def ready(i: int) -> bool:
@@ -196,9 +197,9 @@ def iter_triage(paths: Sequence[str | os.PathLike], jobs: int = 1, timeout: floa
         if row.get("kind") != KIND_CAPTURE:
             return True
         siblings = [j for j in range(len(paths)) if j != i and directory[j] == directory[i]]
-        if any(j not in done for j in siblings):
+        if any(j not in kinds for j in siblings):
             return False
-        crashes = [str(paths[j]) for j in siblings if done[j].get("kind") == KIND_CRASH]
+        crashes = list(dict.fromkeys(str(paths[j]) for j in siblings if kinds[j] == KIND_CRASH))
         row["crash_dump"] = ",".join(crashes) or None
         return True
 
@@ -231,6 +232,7 @@ def iter_triage(paths: Sequence[str | os.PathLike], jobs: int = 1, timeout: floa
                 if row is not None:
                     conn.close()
                     done[i] = {c: row.get(c) for c in COLUMNS}
+                    kinds[i] = done[i].get("kind")
                     del running[i]
                     if progress:
                         print(f"\rtriage: {len(done)}/{len(paths)} done", end="", file=sys.stderr, flush=True)
@@ -267,6 +269,7 @@ def iter_triage_cluster(paths: Sequence[str | os.PathLike], timeout: float = 300
     directory = [p.parent.resolve() for p in paths]
     memory_limit = memory_limit or DEFAULT_MEMORY_LIMIT
     done: dict[int, dict] = {}
+    kinds: dict[int, str | None] = {}     # every finished dump's kind, also after its row is out
     next_out = 0
 
     def ready(i: int) -> bool:
@@ -276,9 +279,9 @@ def iter_triage_cluster(paths: Sequence[str | os.PathLike], timeout: float = 300
         if row.get("kind") != KIND_CAPTURE:
             return True
         siblings = [j for j in range(len(paths)) if j != i and directory[j] == directory[i]]
-        if any(j not in done for j in siblings):
+        if any(j not in kinds for j in siblings):
             return False
-        crashes = [str(paths[j]) for j in siblings if done[j].get("kind") == KIND_CRASH]
+        crashes = list(dict.fromkeys(str(paths[j]) for j in siblings if kinds[j] == KIND_CRASH))
         row["crash_dump"] = ",".join(crashes) or None
         return True
 
@@ -292,6 +295,7 @@ def iter_triage_cluster(paths: Sequence[str | os.PathLike], timeout: float = 300
                     row = result["row"]
                     row["path"] = str(paths[i])
                     done[i] = {c: row.get(c) for c in COLUMNS}
+                    kinds[i] = done[i].get("kind")
                     while next_out < len(paths) and ready(next_out):
                         out = done.pop(next_out)
                         next_out += 1
