@@ -217,8 +217,8 @@ def test_notebooks_and_report_on_the_stock_kernel_dumps(tmp_path):
                           {"dump": str(ROOT / SCENARIOS[1] / "vmcore.kdump"),
                            "after": str(ROOT / SCENARIOS[0] / "vmcore.kdump"), "debuginfo": dbg})]:
         out = tmp_path / f"{name}.ipynb"
-        papermill.execute_notebook(str(REPO / "notebooks" / f"{name}.ipynb"), str(out), parameters=params,
-                                   cwd=str(REPO / "notebooks"), kernel_name="python3", progress_bar=False)
+        papermill.execute_notebook(str(REPO / "dumpkit" / "notebooks" / f"{name}.ipynb"), str(out),
+                                   parameters=params, cwd=str(tmp_path), kernel_name="python3", progress_bar=False)
         nb = json.loads(out.read_text())
         outs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
         assert not [o for o in outs if o["output_type"] == "error"], name
