@@ -61,10 +61,10 @@ def cluster(tmp_path_factory):
         client.close()
     finally:
         for p in reversed(procs):
-            p.send_signal(signal.SIGINT)
+            p.terminate()
         for p in reversed(procs):
             try:
-                p.wait(10)
+                p.wait(5)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
