@@ -16,9 +16,9 @@ from pathlib import Path
 import drgn
 
 import dumpkit
-from dumpkit.dmar.pagetable import PTE_ADDR_MASK, PTE_LARGE, Leaf, walk_page_table
-from dumpkit.dmar.tables import collect_context_entries
-from dumpkit.dmar.units import collect_units
+from dumpkit.iommu.vtd.pagetable import PTE_ADDR_MASK, PTE_LARGE, Leaf, walk_page_table
+from dumpkit.iommu.vtd.tables import collect_context_entries
+from dumpkit.iommu.vtd.units import collect_units
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -120,7 +120,7 @@ def capture_logs(dump, capture_log: PathLike | Sequence[PathLike] | None = None)
     if capture_log is not None:
         logs = [capture_log] if isinstance(capture_log, (str, os.PathLike)) else list(capture_log)
         return [str(p) for p in logs]
-    from dumpkit.dmar.collect import find_capture_logs
+    from dumpkit.kdump.capture import find_capture_logs
 
     path = getattr(dump, "path", None) if not isinstance(dump, (str, os.PathLike)) else (
         Path(dump) if _is_file_source(dump) else None)

@@ -11,7 +11,7 @@ from drgn.helpers.linux.pci import for_each_pci_dev
 
 import dumpkit
 from conftest import FIRST_KERNEL_DUMPS, SAMPLES, dump_id
-from dumpkit.dmar.iova import collect_iova
+from dumpkit.iommu.vtd.iova import collect_iova
 from dumpkit.iommu.collect import collect_iommu as collect_dmar
 from dumpkit.iommu.render import entries_frame, faults_frame, mappings_frame, units_frame
 

@@ -6,8 +6,8 @@ import pytest
 
 import dumpkit
 from conftest import DUMPS, SAMPLES, dump_id, dump_path
-from dumpkit.dmar.tables import collect_context_entries
-from dumpkit.dmar.units import collect_units
+from dumpkit.iommu.vtd.tables import collect_context_entries
+from dumpkit.iommu.vtd.units import collect_units
 
 VMCORE_AND_CAPTURE = [d for d in DUMPS if d["kind"] in ("first-kernel vmcore", "capture-kernel dump")]
 
@@ -101,8 +101,8 @@ def test_copied_entries_in_capture_kernels(case):
 
 def debugfs_mapping_lines(prog) -> dict[str, set[str]]:
     """Our walk of each group's domain, in domain_translation_struct's row format."""
-    from dumpkit.dmar.mappings import kernel_domain_roots
-    from dumpkit.dmar.pagetable import walk_page_table
+    from dumpkit.iommu.vtd.mappings import kernel_domain_roots
+    from dumpkit.iommu.vtd.pagetable import walk_page_table
 
     out: dict[str, set[str]] = {}
     for first, pgd, levels in kernel_domain_roots(prog).values():
@@ -145,8 +145,8 @@ def test_mappings_agree_with_debugfs(case):
 
 
 def test_device_mappings_and_lookup(case):
-    from dumpkit.dmar.mappings import collect_device_mappings
-    from dumpkit.dmar.pagetable import lookup
+    from dumpkit.iommu.vtd.mappings import collect_device_mappings
+    from dumpkit.iommu.vtd.pagetable import lookup
 
     _entry, dump, _units, entries = case
     for dm in collect_device_mappings(dump.prog, entries):
@@ -169,7 +169,7 @@ def test_corrupt_page_table_gives_errors_not_a_hang(tmp_path, damage):
     import struct
 
     from conftest import ELF_DUMPS
-    from dumpkit.dmar.pagetable import walk_page_table
+    from dumpkit.iommu.vtd.pagetable import walk_page_table
     from test_bad_input import _patch_elf_phys
 
     broken = tmp_path / "vmcore.elf"

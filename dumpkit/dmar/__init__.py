@@ -1,4 +1,5 @@
-"""Intel VT-d state read from a kernel's memory, and IOMMU fault records from any log."""
+"""IOMMU fault records from any log (VT-d, AMD-Vi, ARM SMMU, SERR, AER). The VT-d state
+readers are the ``dumpkit.iommu.vtd`` backend."""
 
 from dumpkit.dmar.faults import FaultRecord, parse_log, parse_printk
 

@@ -62,7 +62,7 @@ def collect_iommu(dump, logs=(), faults: list | None = None, log_sources: list[s
     :param dump: a :class:`dumpkit.Dump`
     :param faults: fault records already parsed (printk and logs); parsed here otherwise
     """
-    from dumpkit.dmar.correlate import correlate_faults
+    from dumpkit.iommu.correlate import correlate_faults
 
     prog = dump.prog
     state = IommuState()

@@ -104,9 +104,9 @@ def collect(prog: drgn.Program, pci_bdfs: set[str] = frozenset()) -> VtdState:
     and, for each PCI function of the dump without one, what the hardware does with its
     DMA: blocked (no present entry: VT-d faults it), untranslated (translation off), or
     unknown when the table that would say is not in the dump."""
-    from dumpkit.dmar.mappings import collect_device_mappings
-    from dumpkit.dmar.tables import collect_context_entries
-    from dumpkit.dmar.units import collect_units
+    from dumpkit.iommu.vtd.mappings import collect_device_mappings
+    from dumpkit.iommu.vtd.tables import collect_context_entries
+    from dumpkit.iommu.vtd.units import collect_units
 
     state = VtdState([], [], [], [], [], [], [])
     try:

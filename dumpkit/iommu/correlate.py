@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import drgn
 
 from dumpkit.dmar.faults import FaultRecord
-from dumpkit.dmar.mappings import DeviceMappings
-from dumpkit.dmar.pagetable import lookup
+from dumpkit.iommu.vtd.mappings import DeviceMappings
+from dumpkit.iommu.vtd.pagetable import lookup
 from dumpkit.pci.collect import PciTree
 from dumpkit.rings import DmaBuffer, dma_buffers
 

@@ -8,9 +8,9 @@ from drgn.helpers.linux.mm import virt_to_phys
 
 from dumpkit.target.walk import bounded_list, pci_devices
 
-from dumpkit.dmar.pagetable import summarise, walk_page_table
+from dumpkit.iommu.vtd.pagetable import summarise, walk_page_table
 from dumpkit.iommu.model import DeviceMappings
-from dumpkit.dmar.tables import ContextEntry
+from dumpkit.iommu.vtd.tables import ContextEntry
 
 __all__ = ["DeviceMappings", "collect_device_mappings", "kernel_domain_roots"]
 

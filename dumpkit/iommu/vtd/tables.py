@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import drgn
 
-from dumpkit.dmar.units import IommuUnit
+from dumpkit.iommu.vtd.units import IommuUnit
 
 __all__ = ["ContextEntry", "collect_context_entries", "read_phys_page", "DOMAIN_TYPES"]
 
