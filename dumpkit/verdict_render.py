@@ -104,7 +104,8 @@ def plot_verdict_tree(tree, verdicts: Verdicts, ax=None, title: str | None = Non
 
     from dumpkit.pci.render import plot_tree
 
-    ax = plot_tree(tree, ax=ax, title=title)
+    iommu = f"IOMMU: {verdicts.iommu or 'none in use'}"
+    ax = plot_tree(tree, ax=ax, title=f"{title} ({iommu})" if title else iommu)
     by_bdf = {e.bdf: e for e in verdicts.endpoints}
     # recolour the endpoint squares: plot_tree draws one scatter per function, in text order
     for coll, text in zip(ax.collections, ax.texts, strict=False):

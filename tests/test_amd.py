@@ -144,3 +144,16 @@ def test_verdicts_same_in_kind_as_vt_d(case):
     # (±5: the crash marker is polled every 0.1 s)
     assert counts["crash_to_capture_init"]["e1000e_rx_written_to_guest"] - 5 <= nic.post_crash_completions <= written + 5
     assert nic.landed_pages and "copied" in str(nic.hit_capture_kernel)
+
+
+def test_verdict_picture_names_the_iommu_vendor(case):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from dumpkit.verdict import judge
+    from dumpkit.verdict_render import plot_verdict_tree
+
+    dump, _truth, _state = case
+    ax = plot_verdict_tree(dump.pci(), judge(dump, []), title="t")
+    assert "amd-vi" in ax.get_title(loc="left")
+    matplotlib.pyplot.close(ax.figure)
