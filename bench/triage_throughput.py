@@ -75,7 +75,13 @@ def bench_dask(paths, workers: int, index) -> dict:
             wall = time.perf_counter() - t
         worker_peak = max(client.run(_maxrss).values())
     ok = sum(r["status"] == "ok" for r in rows)
+    _failures(f"dask {workers}", rows)
     return {"wall": wall, "ok": ok, "n": len(rows), "start": started, "rss": max(rss.peak, worker_peak)}
+
+
+def _failures(name: str, rows) -> None:
+    for r in [r for r in rows if r["status"] != "ok"][:3]:
+        print(f"    {name} failed: {r['path']}: {r.get('error') or r.get('reason')}", flush=True)
 
 
 def _maxrss() -> int:
@@ -89,6 +95,7 @@ def bench_fork(paths, jobs: int, debuginfo) -> dict:
         t = time.perf_counter()
         rows = [row for _i, row in iter_triage(paths, jobs=jobs, timeout=600, debuginfo=debuginfo)]
         wall = time.perf_counter() - t
+    _failures(f"fork {jobs}", rows)
     return {"wall": wall, "ok": sum(r["status"] == "ok" for r in rows), "n": len(rows), "rss": rss.peak}
 
 
