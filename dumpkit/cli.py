@@ -403,7 +403,9 @@ def cmd_triage(args) -> int:
         raise InputError(f"no dumps found in {', '.join(args.paths)}",
                          "pass vmcore files or the directories holding them")
     if args.engine == "fork" and (args.scheduler or args.scheduler_file):
-        raise DumpkitError("--scheduler and --scheduler-file need --engine dask", "drop --engine fork")
+        from dumpkit.fleet.engine import usage_error
+
+        raise usage_error("--scheduler and --scheduler-file need --engine dask", "drop --engine fork")
     dataset = args.format == "parquet" and args.output is not None and (
         Path(args.output).is_dir() or not args.output.endswith(".parquet"))
     if dataset:
@@ -471,8 +473,10 @@ def _triage_dataset(args, paths) -> int:
     from dumpkit.triage import KIND_CAPTURE
 
     if args.engine == "fork":
-        raise DumpkitError("a Parquet dataset directory needs --engine dask",
-                           "drop --engine fork, or give -o FILE.parquet")
+        from dumpkit.fleet.engine import usage_error
+
+        raise usage_error("a Parquet dataset directory needs --engine dask",
+                          "drop --engine fork, or give -o FILE.parquet")
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise OutputError(f"cannot write dataset {out}: it is a file", "give a directory")

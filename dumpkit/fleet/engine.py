@@ -25,7 +25,23 @@ __all__ = ["DEFAULT_MEMORY_LIMIT", "analyse_for_fleet", "connect", "default_work
 
 DEFAULT_MEMORY_LIMIT = 4 << 30
 START_TOPIC = "dumpkit-triage-start"
+LOST_SCHEDULER_S = 30
 QUIET_LOGGERS = ("distributed", "tornado", "bokeh", "asyncio")
+
+
+def _usage_error():
+    from dumpkit.errors import DumpkitError
+
+    class TriageUsageError(DumpkitError):
+        """Options of triage that do not go together (exit 2, like any usage error)."""
+
+        exit_code = 2
+
+    return TriageUsageError
+
+
+def usage_error(what: str, fix: str):
+    return _usage_error()(what, fix)
 
 
 def _sha256(path: str) -> str:
@@ -214,6 +230,7 @@ def run_on_cluster(client, paths: Sequence[str | os.PathLike], *, index=None, de
     pending = dict(futures)
     bar = _progress(len(paths), progress)
     limit = f" of {memory_limit / (1 << 30):g} GiB" if memory_limit else ""
+    lost = None
     try:
         while pending:
             now = time.monotonic()
@@ -232,7 +249,7 @@ def run_on_cluster(client, paths: Sequence[str | os.PathLike], *, index=None, de
                                                   f"memory limit{limit}, or a crash); retried once")
                     else:
                         result = _error(paths[i], f"internal error: {type(exc).__name__}: {exc}")
-                elif fut.status == "cancelled" and i not in started:
+                elif fut.status == "cancelled":
                     result = _error(paths[i], "cancelled by the cluster")
                 elif i in started and now - started[i][0] > timeout:
                     fut.cancel()
@@ -248,6 +265,16 @@ def run_on_cluster(client, paths: Sequence[str | os.PathLike], *, index=None, de
                     bar.update(1)
                 yield i, result
             if pending and not finished:
+                if client.status != "running":
+                    lost = lost or now
+                    if now - lost > LOST_SCHEDULER_S:
+                        from dumpkit.errors import DumpkitError
+
+                        raise DumpkitError(f"lost the dask scheduler ({client.status} for {LOST_SCHEDULER_S} s) "
+                                           f"with {len(pending)} dumps left",
+                                           "the finished rows are kept; run again to do the rest")
+                else:
+                    lost = None
                 time.sleep(0.05)
     finally:
         if bar is not None:
