@@ -97,7 +97,10 @@ def analyse(path: str, debuginfo: str | Sequence[str] | None = None, debuginfod:
     :raises DumpkitError: bad input, no debug info, unreadable kernel data
     """
     import dumpkit
-    from dumpkit.dmar.collect import find_capture_logs
+    try:
+        from dumpkit.kdump.capture import find_capture_logs
+    except ImportError:         # before the finder moved to dumpkit.kdump
+        from dumpkit.dmar.collect import find_capture_logs
     from dumpkit.verdict import judge
 
     start = time.monotonic()
