@@ -184,12 +184,16 @@ def test_ctrl_c_is_one_line_and_130(tmp_path):
     deadline = time.monotonic() + 30
     while True:         # until dumpkit has the FIFO open for reading
         try:
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            # keep the write end open: closing it would give dumpkit an end of file to finish on
+            writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
             break
         except OSError:
             assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
             time.sleep(0.02)
-    code, err = _interrupt(proc)
+    try:
+        code, err = _interrupt(proc)
+    finally:
+        os.close(writer)
     assert code == 130
     one_line(err, "interrupted")
 
