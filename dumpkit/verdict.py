@@ -98,10 +98,12 @@ class Verdicts:
 
 
 def _reset_lines(texts: list[str]) -> tuple[dict[str, float | None], dict[str, str]]:
+    from dumpkit.logs import grep_lines
+
     reset: dict[str, float | None] = {}
     not_reset: dict[str, str] = {}
     for text in texts:
-        for line in text.splitlines():
+        for line in grep_lines(text, "kdump: "):       # only the lines that can match
             body = line.split("] ", 1)[-1] if line.startswith("[") else line
             m = RESET_LINE.search(body)
             if m:
@@ -114,24 +116,12 @@ def _reset_lines(texts: list[str]) -> tuple[dict[str, float | None], dict[str, s
     return reset, not_reset
 
 
-def _read_log(path) -> str:
-    """A log's text, read once (pipes work); compressed logs where dumpkit.logs knows them."""
-    try:
-        from dumpkit.logs import read_log
-    except ImportError:
-        read_log = None
-    if read_log is not None:
-        got = read_log(path)
-        return got if isinstance(got, str) else getattr(got, "text", str(got))
-    p = Path(path)
-    try:
-        return p.read_bytes().decode(errors="replace")
-    except FileNotFoundError:
-        raise InputError(f"capture log {p} does not exist", "check the path") from None
-    except IsADirectoryError:
-        raise InputError(f"capture log {p} is a directory", "pass the log file") from None
-    except OSError as e:
-        raise InputError(f"capture log {p}: {e.strerror}", "check the path") from None
+def _read_logs(capture_logs) -> list:
+    """Each capture log read once (a pipe or FIFO works, compressed logs are decompressed):
+    :class:`dumpkit.logs.LogText` objects pass through, paths are read."""
+    from dumpkit.logs import log_text
+
+    return [log_text(p, what="capture log") for p in capture_logs]
 
 
 def _copied_in_capture(capture_dump) -> set[str] | None:
@@ -212,7 +202,8 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
 
     :param dump: the crashed kernel's :class:`dumpkit.Dump`
     :param capture_logs: the capture kernel's log(s) (or a vmcore-dmesg): IOMMU faults,
-        table copies, reset lines. Each is checked against the dump first.
+        table copies, reset lines. Each is checked against the dump first. Paths (files,
+        FIFOs, compressed logs: each read once) or :class:`dumpkit.logs.LogText` already read.
     :param capture_dump: optionally the capture kernel's own dump (copied tables)
     :param force: use capture evidence that does not match this crash (with a warning)
     :raises CaptureMismatch: a capture log from another crash, unless ``force``
@@ -226,7 +217,9 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
     errors: list[str] = []
     warnings: list[str] = []
     prog = dump.prog
-    texts = {str(p): _read_log(p) for p in capture_logs}
+    logs = _read_logs(capture_logs)
+    texts = {log.path: log.text for log in logs}
+    warnings += [w for log in logs for w in log.warnings]
     checks = {}
     for path, text in texts.items():
         m = match_capture_log(prog, text)

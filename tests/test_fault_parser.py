@@ -3,13 +3,16 @@ arbitrary text (hypothesis)."""
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dumpkit
 from conftest import SAMPLES, capture_log, ground_truth_pci
-from dumpkit.dmar.faults import parse_log, parse_printk
+from dumpkit.dmar.faults import LINE_MAX, parse_log, parse_printk
 from dumpkit.dmar.reasons import vtd_fault_reason
 
 
@@ -225,3 +228,114 @@ def test_serr_and_aer():
 def test_more_prefixes_and_requester_forms(text, expected):
     (rec,) = [r for r in parse_log(text) if r.address is not None]
     assert (rec.requester, rec.address, rec.access, rec.reason_code) == expected
+
+
+# --- hostile input: time linear in the input ----------------------------------------------
+
+FAULT_LINE = ("[    1.097283] DMAR: [DMA Read NO_PASID] Request device [02:00.0] fault addr 0xffffc000 "
+              "[fault reason 0x06] PTE Read access is not set")
+FAULT_KEY = ("dma-remap", "02:00.0", None, 0xFFFFC000, "read", 6, "PTE Read access is not set")
+MiB = 1 << 20
+
+
+def timed_parse(text: str) -> tuple[list, float]:
+    t = time.perf_counter()
+    recs = parse_log(text)
+    return recs, time.perf_counter() - t
+
+
+def filler(kind: str, n: int) -> str:
+    """n characters of one line (no line break) that once took the parser quadratic time."""
+    if kind == "random":        # any byte but a line break, as latin-1 characters
+        return os.urandom(n).translate(NO_BREAKS).decode("latin-1")
+    unit = {"nul": "\0", "A": "A", "hex": "a", "digits": "1", "brackets": "[", "colons": "a:",
+            "fragment": FAULT_LINE[15:] + " ", "fragment-no-spaces": FAULT_LINE.replace(" ", ""),
+            "fragment-cut": FAULT_LINE[15:80],
+            "amd": "AMD-Vi: Event logged [IO_PAGE_FAULT device=", "kv": "a=1", "suppressed": "x: 1 callbacks suppressed",
+            "aer": "0000:00:1c.0: AER: Corrected error receive", "damaged": "Request device [02:0\ufffd.0] DMAR: "}[kind]
+    return (unit * (n // len(unit) + 1))[:n]
+
+
+NO_BREAKS = bytes.maketrans(b"\n\r\x0b\x0c\x1c\x1d\x1e\x85", b"xxxxxxxx")
+KINDS = ["nul", "A", "hex", "digits", "brackets", "colons", "fragment", "fragment-no-spaces", "fragment-cut", "amd",
+         "kv", "suppressed", "aer", "damaged", "random"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_1mib_line_of_anything_is_fast_and_a_record_at_its_start_is_kept(kind):
+    recs, took = timed_parse(FAULT_LINE + filler(kind, MiB))
+    assert took < 1.0, took     # the quadratic parser took 21-90 s for 64 KiB of NUL or "A"
+    assert recs and key(recs[0])[:5] == FAULT_KEY[:5]
+    recs, took = timed_parse(filler(kind, MiB) + "\n" + FAULT_LINE + "\n")
+    assert took < 1.0 and [key(r) for r in recs if r.kind == "dma-remap"][-1] == FAULT_KEY
+
+
+@pytest.mark.parametrize("kind", ["nul", "A", "random", "fragment"])
+def test_a_64mib_line_parses_in_under_5_seconds(kind):
+    text = filler(kind, 64 * MiB)
+    recs, took = timed_parse(text)
+    assert took < 5.0, f"{kind}: {took:.1f} s"
+    if kind == "fragment":      # the record at the start of the line; the rest is past the cut
+        assert [key(r) for r in recs] == [FAULT_KEY]
+
+
+def test_a_nul_hole_ends_a_line():
+    """A sparse-file hole (or a log truncated under its writer) between two records: the
+    record after the hole is on the same line as the hole, and is found."""
+    recs, took = timed_parse(FAULT_LINE + "\n" + "\0" * (16 * MiB) + FAULT_LINE + "\n")
+    assert took < 2.0 and [key(r) for r in recs] == [FAULT_KEY, FAULT_KEY]
+
+
+def test_many_long_lines_cost_linear_time():
+    """Lines at the length cut, each full of near-matches: 16 MiB of them."""
+    line = filler("fragment", LINE_MAX - 1) + "\n"
+    recs, took = timed_parse(line * (16 * MiB // LINE_MAX))
+    assert took < 5.0, took
+
+
+HOSTILE_UNITS = [FAULT_LINE[:k] for k in (5, 16, 30, 45, 60, 75, 90, 110)] + [
+    "\0", "A", "a", "1", "[", "a:", " ", "\ufffd", "DMAR: ", "Request device [[", "AMD-Vi: Event logged [",
+    "device=07:00.1 ", "=", "x: 1 callbacks suppressed", "pcieport 0000:00:1c.0: AER: ", "PCIe Bus Error: severity=",
+    "event 0x10 received:", "\t0x0000010000000010", "DMAR: Dump dmar0 table entries for IOVA 0xffffc000",
+    "DMAR: pte level: 4", "Command line: ", "DMAR:[fault reason 06] "]
+
+
+@given(unit=st.sampled_from(HOSTILE_UNITS), extra=st.text(max_size=8), sep=st.sampled_from(["", "", "\n", "\r", "\0"]),
+       size=st.integers(1, 256 * 1024))
+@settings(max_examples=60, deadline=None)
+def test_hostile_text_has_a_time_bound_and_keeps_the_record_before_it(unit, extra, sep, size):
+    block = unit + extra + sep
+    text = FAULT_LINE + "\n" + (block * (size // len(block) + 1))[:size]
+    recs, took = timed_parse(text)
+    assert took < 1.0, f"{len(text)} characters took {took:.2f} s"
+    assert recs and key(recs[0])[:2] == FAULT_KEY[:2] and recs[0].address == 0xFFFFC000
+
+
+# --- undecodable bytes -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("line,requester,detail", [
+    # a bad byte elsewhere on the line costs nothing
+    (FAULT_LINE.replace("PTE Read", "PTE \ufffdRead"), "02:00.0", {}),
+    (FAULT_LINE.replace("1.097283", "1.09\ufffd283"), "02:00.0", {}),
+    # inserted into the requester: the fixed-width id is still there
+    (FAULT_LINE.replace("[02:00.0]", "[02:00\ufffd.0]"), "02:00.0", {"requester_recovered_from": "02:00\ufffd.0"}),
+    # in place of a digit: the id is unknown, the fault is kept with the damaged text
+    (FAULT_LINE.replace("[02:00.0]", "[02:0\ufffd.0]"), None, {"requester_unparsed": "02:0\ufffd.0"}),
+    (FAULT_LINE.replace("[02:00.0]", "[\ufffd2:00.0]"), None, {"requester_unparsed": "\ufffd2:00.0"}),
+])
+def test_a_damaged_fault_line_keeps_its_fault(line, requester, detail):
+    (rec,) = parse_log(line)
+    assert (rec.kind, rec.requester, rec.address, rec.access, rec.reason_code) == \
+           ("dma-remap", requester, 0xFFFFC000, "read", 6)
+    assert detail.items() <= rec.detail.items()
+    assert rec.detail.get("damaged") is (True if detail else None)
+
+
+def test_damage_in_the_address_or_type_keeps_the_fault_and_says_what_is_unknown():
+    (rec,) = parse_log(FAULT_LINE.replace("0xffffc000", "0xfff\ufffdc000"))
+    assert (rec.requester, rec.address, rec.detail["address_unparsed"]) == ("02:00.0", None, "0xfff\ufffdc000")
+    (rec,) = parse_log(FAULT_LINE.replace("DMA Read", "DMA R\ufffdad"))
+    assert (rec.kind, rec.requester, rec.address, rec.access) == ("dma-remap", "02:00.0", 0xFFFFC000, None)
+    (rec,) = parse_log("AMD-Vi: Event logged [IO_PAGE_FAULT device=07:\ufffd0.1 domain=0x000e address=0x1000 "
+                       "flags=0x0010]")
+    assert (rec.requester, rec.address, rec.detail["requester_unparsed"]) == (None, 0x1000, "07:\ufffd0.1")

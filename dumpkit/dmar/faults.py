@@ -104,10 +104,12 @@ _VTD_FAULT = re.compile(
 # a fault line with undecodable bytes (U+FFFD) where the strict pattern wants hex digits:
 # each field up to its delimiter, judged one by one
 _VTD_DAMAGED = re.compile(
-    r"(?:\[(?P<type>[^\]\[]{1,48})\] ?)?Request device \[++(?P<req>[^\]\[ ]{1,32})\]"
+    r"Request device \[++(?P<req>[^\]\[ ]{1,32})\]"
     r"(?: PASID (?P<pasid>[^ \]\[]{1,12}))?"
     r"(?: fault (?P<what>addr|index) (?P<addr>[^ \]\[]{1,40}))?"
     r"(?: ?\[fault reason (?P<reason>[^\]\[]{1,12})\])?")
+# the "[DMA Read NO_PASID] " just before "Request device", a damaged byte or two allowed after it
+_VTD_DAMAGED_TYPE = re.compile(r"\[(?P<type>[^\]\[]{1,48})\][^\]\[]{0,3}$")
 _VTD_TYPE = re.compile(r"(?P<type>DMA Read|DMA Write|INTR-REMAP)(?: (?:NO_PASID|PASID (?P<pasid>" + _HEXNUM + r")))?")
 _REQUESTER = re.compile(r"(?:(?P<seg>[0-9a-fA-F]{4}):)?(?:0x)?(?P<bus>[0-9a-fA-F]{2}):(?:0x)?(?P<dev>[0-9a-fA-F]{2})"
                         r"\.(?P<fn>[0-7])")
@@ -177,12 +179,14 @@ def _recover_requester(raw: str) -> str | None:
     return _bdf(m.group("bus"), m.group("dev"), m.group("fn"), m.group("seg")) if m else None
 
 
-def _vtd_damaged(m: re.Match) -> FaultRecord:
+def _vtd_damaged(m: re.Match, text: str) -> FaultRecord:
     """A VT-d fault line with undecodable bytes that the strict pattern rejects: every field
     that still reads cleanly is kept, the others are None with their text in ``detail``
     (``requester_unparsed``, ``address_unparsed``, ``reason_unparsed``); ``detail["damaged"]``
     marks the record."""
-    kind_text = m.group("type") or ""
+    q = m.start()
+    before = _VTD_DAMAGED_TYPE.search(text, max(0, q - 54), q)
+    kind_text = before.group("type") if before else ""
     t = _VTD_TYPE.fullmatch(kind_text)
     what = m.group("what")
     ir = (t.group("type") == "INTR-REMAP") if t else ("INTR" in kind_text or what == "index")
@@ -221,8 +225,9 @@ def _vtd_damaged(m: re.Match) -> FaultRecord:
 
 # --- AMD-Vi, ARM SMMU, PCI -----------------------------------------------------------
 
-_AMD_EVENT = re.compile(r"(?:(?<!\S)(?P<drv>\S++) (?P<devname>[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]): )?"
-                        r"AMD-Vi: Event logged \[(?P<event>[A-Z_]++)(?P<fields>[^\]]{0,512}+)\]")
+# the fields of an event are about 100 characters; the device name that dev_err() may put
+# in front ("nvme 0000:07:00.1: ") is read separately, see _amd_devname()
+_AMD_EVENT = re.compile(r"AMD-Vi: Event logged \[(?P<event>[A-Z_]++)(?P<fields>[^\]]{0,256}+)\]")
 # keys are short ("device", "address"): a longer run of word characters is never one, and
 # bounding it keeps findall linear
 _KV = re.compile(r"(\w{1,32})=([0-9a-fA-Fx:.]++)")
@@ -241,22 +246,33 @@ _SMMU3_NAMES = {0x01: "F_UUT", 0x02: "C_BAD_STREAMID", 0x03: "F_STE_FETCH", 0x04
                 0x10: "F_TRANSLATION", 0x11: "F_ADDR_SIZE", 0x12: "F_ACCESS", 0x13: "F_PERMISSION",
                 0x20: "F_TLB_CONFLICT", 0x21: "F_CFG_CONFLICT", 0x24: "E_PAGE_REQUEST"}
 _SERR = re.compile(r"NMI: PCI system error \(SERR\) for reason (?P<reason>[0-9a-fA-F]++) on CPU (?P<cpu>\d++)")
-_AER = re.compile(r"(?:(?P<port>[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]): )?AER: "
+# the AER patterns start at their literal; the device name before it ("0000:00:1c.0: ",
+# fixed width) is read separately: a pattern starting with an optional or a character
+# class would be tried at every position of the line
+_AER = re.compile(r"AER: "
                   r"(?P<multi>Multiple )?(?P<sev>Corrected|Uncorrected \((?:Non-Fatal|Fatal)\)|Uncorrected)"
                   r" error (?:message )?received:? (?:id=(?P<id>[0-9a-fA-F]{4})|"
                   r"(?P<dev>[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]))")
-_AER_BUS_ERROR = re.compile(r"(?P<dev>[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]): (?:AER: )?PCIe Bus Error: "
-                            r"severity=(?P<sev>[^,]{1,128}+), type=(?P<type>[^,]{1,128}+)")
+_AER_BUS_ERROR = re.compile(r"PCIe Bus Error: severity=(?P<sev>[^,]{1,128}+), type=(?P<type>[^,]{1,128}+)")
+_PCI_NAME = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]: ")   # 14 characters
+_PCI_NAME_AER = re.compile(r"[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]: AER: ")   # 19
 _DEVNAME = re.compile(r"(?<!\S)(?P<drv>\S++) (?P<dev>[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]): ")
 _UNIT_PREFIX = re.compile(r"(?:\S++ )?(?P<unit>[0-9a-fA-F]++\.[\w-]++|[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}"
                           r"\.[0-7]): ")
 _CLIENT_BDF = re.compile(r"[0-9a-fA-F:.]{12}")
 
 
-def _amd_event(m: re.Match) -> FaultRecord:
+def _amd_devname(text: str, q: int) -> str | None:
+    """The PCI name in "DRIVER 0000:07:00.1: " just before position ``q``, if there."""
+    if q >= 16 and _PCI_NAME.fullmatch(text, q - 14, q) and text[q - 15] == " " and not text[q - 16].isspace():
+        return text[q - 14:q - 2]
+    return None
+
+
+def _amd_event(m: re.Match, text: str) -> FaultRecord:
     fields = dict(_KV.findall(m.group("fields")))
     rec = FaultRecord(kind="amd-vi:" + m.group("event").lower(), iommu="amd-vi", raw="")
-    dev = fields.get("device") or m.group("devname")
+    dev = fields.get("device") or _amd_devname(text, m.start())
     if dev:
         parts = dev.split(":")
         rec.requester = dev.lower() if len(parts) == 3 else f"{int(parts[0], 16):02x}:{parts[1].lower()}"
@@ -386,7 +402,7 @@ def parse_lines(lines: Iterable[tuple[float | None, str]], source: str | None = 
                     continue
                 m = _VTD_DAMAGED.search(text) if "\ufffd" in text else None
                 if m:
-                    rec = add(_vtd_damaged(m), t, text)
+                    rec = add(_vtd_damaged(m, text), t, text)
                     pending_two_line = rec if rec.reason_code is None and "reason_unparsed" not in rec.detail else None
                     continue
             if "[fault reason " in text:
@@ -423,7 +439,7 @@ def parse_lines(lines: Iterable[tuple[float | None, str]], source: str | None = 
                 continue
             m = _AMD_EVENT.search(text) if amd and "AMD-Vi: Event logged [" in text else None
             if m:
-                add(_amd_event(m), t, text)
+                add(_amd_event(m, text), t, text)
                 continue
             m = _SMMU_CTX.search(text) if "Unhandled context fault: " in text else None
             if m:
@@ -466,8 +482,9 @@ def parse_lines(lines: Iterable[tuple[float | None, str]], source: str | None = 
                 continue
             m = _AER.search(text) if "AER: " in text else None
             if m:
+                port = text[m.start() - 14:m.start() - 2] if _PCI_NAME.fullmatch(text, m.start() - 14, m.start()) else None
                 rec = FaultRecord(kind="aer", iommu="pci", raw="", reason=m.group("sev"),
-                                  unit=m.group("port") or _unit_from_prefix(text),
+                                  unit=port or _unit_from_prefix(text),
                                   detail={"multiple": bool(m.group("multi"))})
                 if m.group("dev"):
                     rec.requester = m.group("dev").lower()
@@ -476,19 +493,28 @@ def parse_lines(lines: Iterable[tuple[float | None, str]], source: str | None = 
                     rec.requester = f"{sid >> 8:02x}:{(sid >> 3) & 0x1F:02x}.{sid & 7}"
                 add(rec, t, text)
                 continue
-            m = _AER_BUS_ERROR.search(text) if "PCIe Bus Error: " in text else None
-            if m:
-                add(FaultRecord(kind="aer", iommu="pci", raw="", requester=m.group("dev").lower(),
-                                reason=m.group("sev"), detail={"type": m.group("type")}), t, text)
+            if "PCIe Bus Error: " in text:
+                for m in _AER_BUS_ERROR.finditer(text):       # the first behind a device name
+                    q = m.start()
+                    dev = (text[q - 14:q - 2] if _PCI_NAME.fullmatch(text, q - 14, q) else
+                           text[q - 19:q - 7] if _PCI_NAME_AER.fullmatch(text, q - 19, q) else None)
+                    if dev:
+                        add(FaultRecord(kind="aer", iommu="pci", raw="", requester=dev.lower(),
+                                        reason=m.group("sev"), detail={"type": m.group("type")}), t, text)
+                        break
         except (ValueError, IndexError, KeyError):
             continue
     return out
 
 
+# the longest literal part of each table-copy pattern: a cheap test before the pattern runs
+_TABLE_COPY_KEYS = [max(re.split(r"\(\?P<\w+>[^)]*\)", rx.pattern), key=len) for rx, _, _ in _TABLE_COPY]
+
+
 def _table_copy(text: str) -> tuple[re.Match, str, str] | None:
     """The first table-copy message the line holds: (match, iommu, status)."""
-    for rx, iommu, status in _TABLE_COPY:
-        m = rx.search(text)
+    for key, (rx, iommu, status) in zip(_TABLE_COPY_KEYS, _TABLE_COPY, strict=True):
+        m = rx.search(text) if key in text else None
         if m:
             return m, iommu, status
     return None
