@@ -46,3 +46,13 @@ def test_first_kernel_boot_log_is_undecidable_and_vmcore_dmesg_is_recognised():
     text = "\n".join(f"[{r.timestamp / 1e9:12.6f}] {r.text.decode(errors='replace')}"
                      for r in get_printk_records(prog))
     assert match_capture_log(prog, text).status == "consistent"
+
+
+def test_hostile_capture_log_is_checked_in_linear_time():
+    import time
+
+    prog = dumpkit.open(SAMPLES / "idle" / "vmcore.kdump").prog
+    for text in ("Command line: " * (4 << 20), "\0" * (64 << 20), "elfcorehdr=" * (4 << 20)):
+        t = time.monotonic()
+        assert match_capture_log(prog, text).status in ("undecidable", "mismatch")
+        assert time.monotonic() - t < 5

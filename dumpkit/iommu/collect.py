@@ -115,6 +115,7 @@ def _parse_logs(prog: drgn.Program, logs, errors: list[str]) -> tuple[list, list
     from pathlib import Path
 
     from dumpkit.dmar.faults import parse_log, parse_printk
+    from dumpkit.logs import log_text
 
     try:
         faults, sources = parse_printk(prog, "printk"), ["printk"]
@@ -122,7 +123,7 @@ def _parse_logs(prog: drgn.Program, logs, errors: list[str]) -> tuple[list, list
         faults, sources = [], []
         errors.append(f"printk buffer unreadable: {e}")
     for log in logs:
-        p = Path(log)
-        faults.extend(parse_log(p.read_text(errors="replace"), p.name))
-        sources.append(str(p))
+        text = log_text(log)
+        faults.extend(parse_log(str(text), Path(text.path).name if text.path else "log"))
+        sources.append(str(text.path or log))
     return faults, sources

@@ -13,7 +13,24 @@ import drgn
 
 __all__ = ["LogMatch", "match_capture_log"]
 
-ELFCOREHDR = re.compile(r"(?:Kernel )?[Cc]ommand line:.*?\belfcorehdr=(?:(\d+[KkMm]?)@)?(0x[0-9a-fA-F]+|\d+)([KkMm])?")
+ELFCOREHDR_ARG = re.compile(r"\belfcorehdr=(?:(\d{1,20}[KkMm]?)@)?(0x[0-9a-fA-F]{1,16}|\d{1,20})([KkMm])?")
+MAX_LINE = 8192
+
+
+def _elfcorehdr(text: str):
+    """The elfcorehdr= argument of the first kernel command line in ``text``. Linear: only
+    lines holding "ommand line:" are searched, each up to 8 KiB."""
+    pos = 0
+    while True:
+        i = text.find("ommand line:", pos)
+        if i < 0:
+            return None
+        end = text.find("\n", i)
+        end = len(text) if end < 0 else end
+        m = ELFCOREHDR_ARG.search(text, i, min(end, i + MAX_LINE))
+        if m:
+            return m
+        pos = end + 1
 USABLE = re.compile(r"(?:BIOS-e820|user): \[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\] usable")
 BOOT = re.compile(r"(?=^\[ *0\.0+\] Linux version )", re.MULTILINE)
 PRINTK_LINE = re.compile(r"^\[ *\d+\.\d+\] (.+)$", re.MULTILINE)
@@ -67,10 +84,10 @@ def match_capture_log(prog: drgn.Program, text: str) -> LogMatch:
     agree, disagree = [], []
     # a serial console holds several boots: judge the capture kernel's (elfcorehdr= given)
     boots = [b for b in BOOT.split(text) if b.strip()]
-    capture = [b for b in boots if ELFCOREHDR.search(b)]
+    capture = [b for b in boots if _elfcorehdr(b)]
     if capture:
         boot = capture[-1]
-        m = ELFCOREHDR.search(boot)
+        m = _elfcorehdr(boot)
         addr = _size(m.group(2), m.group(3))
         if "elf_load_addr" in facts:
             (agree if addr == facts["elf_load_addr"] else disagree).append(
