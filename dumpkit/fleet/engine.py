@@ -178,7 +178,7 @@ def connect(scheduler: str | None = None, scheduler_file: str | None = None, wor
     with dask.config.set(config):
         cluster = LocalCluster(n_workers=workers or default_workers(memory_limit), threads_per_worker=1,
                                processes=True, memory_limit=memory_limit, host="127.0.0.1",
-                               dashboard_address=None, silence_logs=logging.CRITICAL,
+                               dashboard_address=":0", silence_logs=logging.CRITICAL,
                                preload=["dumpkit.fleet.preload"])
         client = Client(cluster)
         try:
