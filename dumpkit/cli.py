@@ -598,22 +598,9 @@ def _read_log_text(path: str) -> str:
     return data.decode(errors="replace") if isinstance(data, bytes) else str(data)
 
 
-def _fault_line(f) -> str:
-    t = f"[{f.time:12.6f}] " if f.time is not None else ""
-    what = f.kind + (f" {f.unit}" if f.unit else "") + (f" ({f.iommu})" if f.kind == "table-copy" else "")
-    if f.requester:
-        what += f" from {f.requester}"
-    if f.pasid is not None:
-        what += f" pasid {f.pasid:#x}"
-    if f.address is not None:
-        what += f" {f.access + ' ' if f.access else ''}{f.address:#x}"
-    if f.reason:
-        what += f": {f.reason}" + (f" ({f.reason_code:#04x})" if f.reason_code is not None else "")
-    return f"{t}{what}  <{f.source}>"
-
-
 def cmd_faults(args) -> int:
     from dumpkit.dmar.faults import parse_log
+    from dumpkit.iommu.render import fault_line
 
     for log in args.logs:
         if log != "-":
@@ -636,7 +623,7 @@ def cmd_faults(args) -> int:
         text = buf.getvalue()
     else:
         lines = [f"{len(records)} IOMMU fault records and events in {', '.join(names)}"]
-        lines += [f"  {_fault_line(r)}" for r in records]
+        lines += [f"  {fault_line(r)}" for r in records]
         text = "\n".join(lines)
     _emit(text)
     return 0

@@ -7,7 +7,7 @@ import dataclasses
 
 from dumpkit.iommu.collect import IommuState
 
-__all__ = ["units_frame", "entries_frame", "mappings_frame", "events_frame", "faults_frame", "iommu_text",
+__all__ = ["fault_line", "units_frame", "entries_frame", "mappings_frame", "events_frame", "faults_frame", "iommu_text",
            "iommu_json"]
 
 
@@ -69,6 +69,21 @@ def faults_frame(state: IommuState):
     return frame
 
 
+def fault_line(f) -> str:
+    """One fault or event record of a log as a line: time, kind, requester, address, reason, source."""
+    t = f"[{f.time:12.6f}] " if f.time is not None else ""
+    what = f.kind + (f" {f.unit}" if f.unit else "") + (f" ({f.iommu})" if f.kind == "table-copy" else "")
+    if f.requester:
+        what += f" from {f.requester}"
+    if f.pasid is not None:
+        what += f" pasid {f.pasid:#x}"
+    if f.address is not None:
+        what += f" {f.access + ' ' if f.access else ''}{f.address:#x}"
+    if f.reason:
+        what += f": {f.reason}" + (f" ({f.reason_code:#04x})" if f.reason_code is not None else "")
+    return f"{t}{what}  <{f.source}>"
+
+
 def _unit_line(u) -> str:
     f = u.flags
     parts = [f"{u.name} ({u.vendor})"]
@@ -119,15 +134,7 @@ def iommu_text(state: IommuState) -> str:
     lines.append(f"faults and events from {', '.join(state.log_sources) or 'no log'}:")
     by_fault = {id(c.fault): c for c in state.correlations}
     for f in state.faults:
-        t = f"[{f.time:12.6f}] " if f.time is not None else ""
-        what = f.kind + (f" {f.unit}" if f.unit else "") + (f" ({f.iommu})" if f.kind == "table-copy" else "")
-        if f.requester:
-            what += f" from {f.requester}"
-        if f.address is not None:
-            what += f" {f.access or ''} {f.address:#x}"
-        if f.reason:
-            what += f": {f.reason}" + (f" ({f.reason_code:#04x})" if f.reason_code is not None else "")
-        lines.append(f"  {t}{what}  <{f.source}>")
+        lines.append(f"  {fault_line(f)}")
         c = by_fault.get(id(f))
         if c:
             if c.phys is not None:
