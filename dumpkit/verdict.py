@@ -304,6 +304,16 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
             did = Claim(False, ["no evidence: " + ring.note])
         elif could.value is False and ring.status == "no ring decoder":
             did = Claim(False, ["no evidence: " + ring.note + ", and it could not DMA"])
+        elif ring.status == "no ring decoder" and dev.driver is not None and pdev is not None:
+            # what memory shows of a driver no decoder knows
+            from dumpkit.rings.generic import generic_evidence
+
+            writable = [r.size for r in m.ranges if r.write] if m is not None else None
+            try:
+                shown = generic_evidence(prog, pdev, writable)
+            except (drgn.FaultError, LookupError, ValueError, AttributeError) as e:
+                shown = f"driver state unreadable ({e})"
+            did = Claim(None, [ring.note, shown])
         else:
             did = Claim(None, [ring.note or ring.status])
         # hit the capture kernel

@@ -168,3 +168,16 @@ def test_report_html_has_provenance_first_and_is_reproducible(tmp_path):
         return re.sub(r"<td><code>\d{4}-\d\d-\d\dT[\d:+]+</code></td>", "", text)
 
     assert analysis(outs[0]) == analysis(outs[1])
+
+
+def test_a_driver_without_decoder_gets_what_memory_shows(monkeypatch):
+    """With the NIC's decoder taken out of the registry, its claim says which driver has
+    no decoder and what the dump still shows of it (DMA mask, writable mappings)."""
+    import dumpkit.rings as rings
+
+    real = rings.decoder_for
+    monkeypatch.setattr(rings, "decoder_for", lambda driver: None if driver == "e1000e" else real(driver))
+    v = verdicts("nocopy-fault").get(nic("nocopy-fault"))
+    text = str(v.did_dma_after_crash)
+    assert v.did_dma_after_crash.value is None
+    assert "no ring decoder for driver e1000e" in text and "mask" in text.lower()
