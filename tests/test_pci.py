@@ -10,7 +10,7 @@ from conftest import CAPTURE_KERNEL_DUMPS, DUMPS, dump_id, dump_path, ground_tru
 
 import dumpkit
 from dumpkit.pci import collect_pci
-from dumpkit.pci.render import plot_tree, to_frame, to_json, tree_text
+from dumpkit.pci.render import detail_text, plot_tree, to_frame, to_json, tree_text
 
 matplotlib.use("Agg")
 
@@ -89,7 +89,11 @@ def test_ids_get_names_from_pci_ids(case):
 def test_renderers_agree_with_the_collection(case):
     _entry, _dump, tree, _truth = case
     text = tree_text(tree)
-    assert all(dev.bdf in text for dev in tree)
+    # lspci -tv names a function by dev.fn under its bus; each line's last function is marked
+    # with its full BDF, so every endpoint's BDF is there
+    assert all(f"{dev.bdf[-4:]}" in text for dev in tree)
+    assert all(dev.bdf in text for dev in tree if not dev.is_bridge)
+    assert all(dev.bdf in detail_text(tree) for dev in tree)
     assert sum("<DMA" in line for line in text.splitlines()) == sum(bool(d.could_dma) for d in tree)
     frame = to_frame(tree)
     assert list(frame.index) == [d.bdf for d in tree]
