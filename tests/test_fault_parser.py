@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 import dumpkit
 from conftest import SAMPLES, capture_log, ground_truth_pci
-from dumpkit.dmar.faults import LINE_MAX, parse_log, parse_printk
-from dumpkit.dmar.reasons import vtd_fault_reason
+from dumpkit.iommu.faults import LINE_MAX, parse_log, parse_printk
+from dumpkit.iommu.vtd.reasons import vtd_fault_reason
 
 
 def key(r):

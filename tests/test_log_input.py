@@ -22,7 +22,7 @@ import pytest
 import dumpkit
 import dumpkit.logs as logs
 from conftest import SAMPLES
-from dumpkit.dmar.faults import parse_log
+from dumpkit.iommu.faults import parse_log
 from dumpkit.errors import AccessError, InputError
 from dumpkit.logs import LogCache, LogText, detect_compression, grep_lines, read_log
 
