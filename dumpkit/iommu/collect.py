@@ -114,7 +114,7 @@ def _fill_domain_types(prog: drgn.Program, entries: list[TranslationEntry]) -> N
 def _parse_logs(prog: drgn.Program, logs, errors: list[str]) -> tuple[list, list[str]]:
     from pathlib import Path
 
-    from dumpkit.dmar.faults import parse_log, parse_printk
+    from dumpkit.iommu.faults import parse_log, parse_printk
     from dumpkit.logs import log_text
 
     try:

@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 
 import drgn
 
-from dumpkit.dmar.faults import FaultRecord
-from dumpkit.iommu.vtd.mappings import DeviceMappings
-from dumpkit.iommu.vtd.pagetable import lookup
+from dumpkit.iommu.logbase import FaultRecord
+from dumpkit.iommu.model import DeviceMappings, lookup
 from dumpkit.pci.collect import PciTree
 from dumpkit.rings import DmaBuffer, dma_buffers
 
