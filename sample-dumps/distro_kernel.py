@@ -31,15 +31,17 @@ __all__ = ["DistroKernel", "fetch", "cache_root", "load_order", "GUEST_MODULES",
            "CAPTURE_MODULES", "CACHED_MODULES"]
 
 # What the sample guests load, by module name; dependencies are added from modules.dep.
-GUEST_MODULES = ["virtio_pci", "9pnet_virtio", "9p", "e1000e", "nvme", "virtio_net"]
+# qemu_fw_cfg: the first kernel registers its VMCOREINFO with QEMU's vmcoreinfo device
+# (a kdump kernel does not), which a QMP dump of the running capture kernel needs
+GUEST_MODULES = ["virtio_pci", "9pnet_virtio", "9p", "e1000e", "nvme", "virtio_net", "qemu_fw_cfg"]
 # The hardware-load scenarios (hw-load, hw-idle) load these as well: the NICs and
 # storage/USB controllers users run, the SCSI disk driver and USB mass storage.
 HW_MODULES = ["e1000", "vmxnet3", "vmw_pvscsi", "megaraid_sas", "ahci", "sd_mod", "xhci_pci",
               "usb_storage"]
 CAPTURE_MODULES = ["virtio_pci", "9pnet_virtio", "9p"]
 # What the cache keeps: every module some guest loads (and what they depend on)
-CACHED_MODULES = GUEST_MODULES + HW_MODULES
-LAYOUT_VERSION = "2"
+CACHED_MODULES = list(dict.fromkeys(GUEST_MODULES + HW_MODULES + CAPTURE_MODULES))
+LAYOUT_VERSION = "3"
 
 
 class FetchError(Exception):
@@ -209,8 +211,6 @@ def fetch(package: str | None = None, force: bool = False) -> DistroKernel:
     image_deb = _download(package, debs)
     dbg_deb = _download(package + "-dbg", debs)
     t_download = time.monotonic() - t0
-    if root.exists():
-        shutil.rmtree(root)
     work = root.with_name(root.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     t1 = time.monotonic()
@@ -254,6 +254,8 @@ def fetch(package: str | None = None, force: bool = False) -> DistroKernel:
         "deb_bytes": {image_deb.name: image_deb.stat().st_size, dbg_deb.name: dbg_deb.stat().st_size},
     }
     (work / "kernel.json").write_text(json.dumps(info, indent=1) + "\n")
+    if root.exists():           # replaced only now: readers of the old layout keep it until here
+        shutil.rmtree(root)
     work.rename(root)
     for deb in (image_deb, dbg_deb):
         deb.unlink(missing_ok=True)

@@ -157,3 +157,48 @@ def test_verdict_picture_names_the_iommu_vendor(case):
     ax = plot_verdict_tree(dump.pci(), judge(dump, []), title="t")
     assert "amd-vi" in ax.get_title(loc="left")
     matplotlib.pyplot.close(ax.figure)
+
+
+# --- the capture kernel's own state (QMP dump of the running capture kernel) -------------
+
+def _capture_state() -> tuple[Path, Path] | None:
+    manifest = json.loads((ROOT / "manifest.json").read_text())
+    entry = next((d for d in manifest["dumps"] if d["scenario"] == SCENARIO and d["kind"] == "capture-kernel dump"),
+                 None)
+    return (ROOT / entry["file"], ROOT / entry["vmcoreinfo"]) if entry else None
+
+
+@pytest.fixture(scope="module")
+def capture():
+    found = _capture_state()
+    if found is None:
+        pytest.skip("the cached AMD-Vi sample has no capture-kernel dump: run scripts/setup")
+    dump, vmcoreinfo = found
+    return dumpkit.open(dump, vmcoreinfo=vmcoreinfo)
+
+
+def test_capture_kernel_marks_the_copied_device_table(case, capture):
+    """The capture kernel logged "Copied DEV table from previous kernel" and keeps using
+    the copy: every entry it has is marked copied, and each device's I/O page table is the
+    crashed kernel's, page for page (the copied entry points into the old kernel's memory)."""
+    dump, _truth, first = case
+    dmesg = (ROOT / SCENARIO / "capture-ground-truth" / "dmesg.txt").read_text()
+    assert "AMD-Vi: Copied DEV table from previous kernel" in dmesg
+    state = amd.collect(capture.prog, {d.bdf for d in capture.pci()})
+    assert state.errors == [] and state.units and all(u.copied_tables for u in state.units)
+    assert state.entries and all(e.copied for e in state.entries)
+    before = {m.device: m for m in first.mappings}
+    for m in state.mappings:
+        old = before[m.device]
+        assert (m.root, m.levels) == (old.root, old.levels), m.device
+        assert sorted(m.leaves) == sorted(old.leaves), m.device
+
+
+def test_verdict_from_the_capture_dump_says_copied_tables(case, capture):
+    """Given the capture kernel's dump instead of its log, the NIC's hit is read from
+    memory: it was translating through the copied table."""
+    from dumpkit.verdict import judge
+
+    dump, truth, _state = case
+    nic = judge(dump, [], capture_dump=capture).get(next(b for b, d in truth.items() if d["driver"] == "e1000e"))
+    assert nic.hit_capture_kernel.value is True and "capture dump" in str(nic.hit_capture_kernel)
