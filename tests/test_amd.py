@@ -161,20 +161,26 @@ def test_verdict_picture_names_the_iommu_vendor(case):
 
 # --- the capture kernel's own state (QMP dump of the running capture kernel) -------------
 
-def _capture_state() -> tuple[Path, Path] | None:
+def _capture_state(scenario: str) -> tuple[Path, Path] | None:
     manifest = json.loads((ROOT / "manifest.json").read_text())
-    entry = next((d for d in manifest["dumps"] if d["scenario"] == SCENARIO and d["kind"] == "capture-kernel dump"),
+    entry = next((d for d in manifest["dumps"] if d["scenario"] == scenario and d["kind"] == "capture-kernel dump"),
                  None)
     return (ROOT / entry["file"], ROOT / entry["vmcoreinfo"]) if entry else None
 
 
-@pytest.fixture(scope="module")
-def capture():
-    found = _capture_state()
+def _open_capture(scenario: str):
+    found = _capture_state(scenario)
     if found is None:
-        pytest.skip("the cached AMD-Vi sample has no capture-kernel dump: run scripts/setup")
+        if os.environ.get("CI"):
+            raise RuntimeError(f"no capture-kernel dump of {scenario} in the cache: scripts/setup generates it")
+        pytest.skip(f"no capture-kernel dump of {scenario} in the cache: run scripts/setup")
     dump, vmcoreinfo = found
     return dumpkit.open(dump, vmcoreinfo=vmcoreinfo)
+
+
+@pytest.fixture(scope="module")
+def capture():
+    return _open_capture(SCENARIO)
 
 
 def test_capture_kernel_marks_the_copied_device_table(case, capture):
@@ -202,3 +208,58 @@ def test_verdict_from_the_capture_dump_says_copied_tables(case, capture):
     dump, truth, _state = case
     nic = judge(dump, [], capture_dump=capture).get(next(b for b, d in truth.items() if d["driver"] == "e1000e"))
     assert nic.hit_capture_kernel.value is True and "capture dump" in str(nic.hit_capture_kernel)
+
+
+# --- a capture kernel that refuses to copy (amd-nocopy) -----------------------------------
+
+NOCOPY = "amd-nocopy"
+
+
+@pytest.fixture(scope="module")
+def nocopy():
+    if not (ROOT / NOCOPY / "vmcore.kdump").is_file():
+        if os.environ.get("CI"):
+            raise RuntimeError(f"no {NOCOPY} sample in the cache: scripts/setup generates it")
+        pytest.skip(f"no {NOCOPY} sample in the cache: run scripts/setup")
+    dump = dumpkit.open(ROOT / NOCOPY / "vmcore.kdump")
+    truth = json.loads((ROOT / NOCOPY / "ground-truth" / "pci.json").read_text())["devices"]
+    return dump, truth, _open_capture(NOCOPY)
+
+
+def test_capture_kernel_that_did_not_copy_has_fresh_tables(nocopy):
+    """Its device table has a size the crashed kernel's does not ("not expected"), so it
+    started from fresh tables: nothing marked copied, the NIC in a new domain whose
+    page table holds none of the crashed kernel's receive buffers."""
+    dump, truth, capture = nocopy
+    dmesg = (ROOT / NOCOPY / "capture-ground-truth" / "dmesg.txt").read_text()
+    assert "The device table size of IOMMU:0 is not expected!" in dmesg
+    assert "Failed to copy DEV table from previous kernel" in dmesg
+    nic = next(b for b, d in truth.items() if d["driver"] == "e1000e")
+    first = amd.collect(dump.prog, {d.bdf for d in dump.pci()})
+    state = amd.collect(capture.prog, {d.bdf for d in capture.pci()})
+    assert state.errors == [] and state.units and not any(u.copied_tables for u in state.units)
+    assert state.entries and not any(e.copied for e in state.entries)
+    old = next(m for m in first.mappings if m.device == nic)
+    new = next(m for m in state.mappings if m.device == nic)
+    assert old.leaves and new.root != old.root
+    assert not any(lookup(new.leaves, leaf.iova) for leaf in old.leaves)
+
+
+def test_nic_dma_stopped_when_the_fresh_tables_came_on():
+    """QEMU 7.2's AMD-Vi logs no event for a missing page-table entry (its page walk
+    returns on a zero entry) nor for a mode-0 entry without permissions: the NIC's
+    receive DMA just ends once the capture kernel has switched to fresh tables."""
+    run = json.loads((ROOT / NOCOPY / "run.json").read_text())
+    last = run["qemu_events"]["after_crash_first_last_s"]
+    assert "amdvi_page_fault" not in last
+    assert last["e1000e_rx_written_to_guest"][1] <= last["amdvi_all_inval"][1] + 0.5
+
+
+def test_verdict_without_copy_does_not_claim_a_hit(nocopy):
+    from dumpkit.verdict import judge
+
+    dump, truth, _capture = nocopy
+    log = ROOT / NOCOPY / "capture-dmesg.txt"
+    nic = judge(dump, [log]).get(next(b for b, d in truth.items() if d["driver"] == "e1000e"))
+    assert nic.did_dma_after_crash.value is True and nic.hit_capture_kernel.value is not True
+    assert "copy failed" in str(nic.hit_capture_kernel)
