@@ -106,6 +106,35 @@ def current_package() -> str:
     return m.group(1)
 
 
+def _has_package(package: str) -> bool:
+    out = subprocess.run(["apt-cache", "show", "--no-all-versions", package], capture_output=True, text=True)
+    return out.returncode == 0 and "Version:" in out.stdout
+
+
+def pick_package() -> str:
+    """The image package linux-image-amd64 depends on now if the archive has its -dbg
+    package, else the newest linux-image-*-amd64 that has one (the archive drops an ABI's
+    -dbg package some time after the next ABI arrives, and can lag behind a new one)."""
+    current = current_package()
+    if _has_package(current + "-dbg"):
+        return current
+    series = re.fullmatch(r"linux-image-(\d+\.\d+)\.\d+-\d+-amd64", current)
+    if series is None:
+        raise FetchError(f"the archive has no {current}-dbg: choose an image with --package")
+    abi = re.compile(r"linux-image-" + re.escape(series.group(1)) + r"\.\d+-(\d+)-amd64")
+    out = _run(["apt-cache", "search", "--names-only", r"^linux-image-.*-amd64-dbg$"],
+               capture_output=True, text=True).stdout
+    candidates = [name for line in out.splitlines() if line.strip()
+                  for name in [line.split()[0].removesuffix("-dbg")]
+                  if name != current and abi.fullmatch(name) and _has_package(name)]
+    if not candidates:
+        raise FetchError(f"the archive has no {current}-dbg and no other linux-image-{series.group(1)}.*-amd64-dbg: "
+                         "run apt-get update, or choose an image with --package")
+    best = max(candidates, key=lambda c: int(abi.fullmatch(c).group(1)))
+    log(f"{current} has no -dbg package in the archive: using {best}")
+    return best
+
+
 def package_version(package: str) -> str:
     out = _run(["apt-cache", "show", "--no-all-versions", package], capture_output=True, text=True).stdout
     m = re.search(r"^Version:\s*(\S+)", out, re.MULTILINE)
@@ -194,7 +223,7 @@ def _elf_build_id(path: Path) -> str | None:
 
 def fetch(package: str | None = None, force: bool = False) -> DistroKernel:
     """Fetch (once) the stock kernel and its debug info into the cache."""
-    package = package or current_package()
+    package = package or pick_package()
     if not re.fullmatch(r"linux-image-[0-9][\w.+-]*", package):
         raise FetchError(f"{package} is not a linux-image package name")
     release = package.removeprefix("linux-image-")
