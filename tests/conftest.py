@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import lzma
+import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,24 @@ CAPTURE_KERNEL_DUMPS = [d for d in DUMPS if d["kind"] == "capture-kernel dump"]
 
 ELF_DUMPS = [d for d in DUMPS if d["kind"] == "first-kernel vmcore, ELF"]
 _UNPACKED: dict[str, Path] = {}
+
+
+CACHE = Path(os.environ.get("DUMPKIT_CACHE") or Path.home() / ".cache" / "dumpkit")
+
+
+def cached_samples(scenario: str) -> Path | None:
+    """The newest sample directory in the cache (scripts/setup generates them there) whose
+    manifest has the scenario, or None."""
+    found = [m.parent for m in (CACHE / "samples").glob("*/manifest.json")
+             if any(d["scenario"] == scenario for d in json.loads(m.read_text())["dumps"])]
+    return max(found, key=lambda r: (r / "manifest.json").stat().st_mtime) if found else None
+
+
+def needs_cached(scenario: str, root: Path | None):
+    """A skip mark for tests of a cached scenario; in CI a missing one is an error."""
+    if root is None and os.environ.get("CI"):
+        raise RuntimeError(f"no {scenario} sample in the cache: scripts/setup generates it")
+    return pytest.mark.skipif(root is None, reason=f"no {scenario} sample in the cache: run scripts/setup")
 
 
 def dump_id(entry: dict) -> str:

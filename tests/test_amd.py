@@ -13,25 +13,14 @@ from pathlib import Path
 import pytest
 
 import dumpkit
+from conftest import cached_samples, needs_cached
 from dumpkit.iommu import amd
 from dumpkit.iommu.amd.eventlog import decode_event
 from dumpkit.iommu.model import lookup
 
-CACHE = Path(os.environ.get("DUMPKIT_CACHE") or Path.home() / ".cache" / "dumpkit")
 SCENARIO = "amd-copied-traffic"
-
-
-def _root() -> Path | None:
-    found = [m.parent for m in (CACHE / "samples").glob("*/manifest.json")
-             if any(d["scenario"] == SCENARIO for d in json.loads(m.read_text())["dumps"])]
-    return max(found, key=lambda r: (r / "manifest.json").stat().st_mtime) if found else None
-
-
-ROOT = _root()
-if ROOT is None and os.environ.get("CI"):
-    raise RuntimeError("no AMD-Vi sample in the cache: scripts/setup generates it")
-pytestmark = pytest.mark.skipif(ROOT is None, reason="no AMD-Vi sample in the cache: run scripts/setup "
-                                "(sample-dumps/generate --scenario amd)")
+ROOT = cached_samples(SCENARIO)
+pytestmark = needs_cached(SCENARIO, ROOT)
 
 
 @pytest.fixture(scope="module")

@@ -10,33 +10,18 @@ from __future__ import annotations
 
 import json
 import lzma
-import os
 import re
 from functools import cache
-from pathlib import Path
-
-import pytest
 
 import dumpkit
+from conftest import cached_samples, needs_cached
 from dumpkit.iommu.collect import collect_iommu
 from dumpkit.iommu.faults import parse_log
 from dumpkit.verdict import judge
 
-CACHE = Path(os.environ.get("DUMPKIT_CACHE") or Path.home() / ".cache" / "dumpkit")
 SCENARIO = "distro-bridge-fault"
-
-
-def _root() -> Path | None:
-    found = [m.parent for m in (CACHE / "samples").glob("*/manifest.json")
-             if any(d["scenario"] == SCENARIO for d in json.loads(m.read_text())["dumps"])]
-    return max(found, key=lambda r: (r / "manifest.json").stat().st_mtime) if found else None
-
-
-ROOT = _root()
-if ROOT is None and os.environ.get("CI"):
-    raise RuntimeError(f"no {SCENARIO} sample in the cache: scripts/setup generates it")
-pytestmark = pytest.mark.skipif(ROOT is None, reason=f"no {SCENARIO} sample in the cache: run scripts/setup "
-                                "(sample-dumps/generate --scenario distro)")
+ROOT = cached_samples(SCENARIO)
+pytestmark = needs_cached(SCENARIO, ROOT)
 
 
 @cache
