@@ -76,6 +76,14 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _memory_size(text: str) -> int:
+    """A memory size such as 4GiB (parsed by the fleet engine, imported only when given:
+    it pulls in pyarrow)."""
+    from dumpkit.fleet.engine import parse_memory
+
+    return parse_memory(text)
+
+
 def _add_global_options(parser: argparse.ArgumentParser, after_command: bool) -> None:
     """--debuginfo, --debuginfod and --vmcoreinfo, before COMMAND (top-level parser) and
     after it (each subparser, into separate destinations merged by :func:`_merge_globals`)."""
@@ -128,7 +136,9 @@ def _is_file_source(source: str) -> bool:
 
 def _check_dump(source: str) -> None:
     """A dump file given on the command line: present, a regular file, complete (exit 3/5)
-    before any analysis starts. live and qmp: are checked when attached."""
+    before any analysis starts. live and qmp: are checked when attached. Commands that open
+    their one dump straight after their cheap checks leave this to ``dumpkit.open``, which
+    makes the same inspection first (reading the page table of a dump twice costs time)."""
     if _is_file_source(str(source)):
         from dumpkit.target.corefile import inspect_core_file
 
@@ -201,6 +211,33 @@ def _emit(text: str) -> None:
     with _writing("standard output"):
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def _stages(desc: str, total: int):
+    """A progress bar over ``total`` stages of work, on stderr only when it is a terminal,
+    shown once the work has taken a second and cleared when done. Yields ``stage(text)``,
+    called as each stage starts."""
+    if not sys.stderr.isatty():
+        yield lambda text: None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, file=sys.stderr, delay=1.0, leave=False, dynamic_ncols=True,
+               bar_format="{desc}: {n}/{total} {bar} {elapsed} {postfix}")
+    started = 0
+
+    def stage(text: str) -> None:
+        nonlocal started
+        if started:
+            bar.update(1)
+        started += 1
+        bar.set_postfix_str(text)
+
+    try:
+        yield stage
+    finally:
+        bar.close()
 
 
 def _check_output(path: str, inputs=()) -> None:
@@ -277,7 +314,6 @@ def _plain(obj):
 
 
 def cmd_info(args) -> int:
-    _check_dump(args.source)
     _check_vmcoreinfo(args)
     with _kernel_data(args.source):
         dump = _open(args)
@@ -304,7 +340,6 @@ def cmd_pci(args) -> int:
     from dumpkit.pci import collect_pci
     from dumpkit.pci.render import to_frame, to_json, tree_text
 
-    _check_dump(args.source)
     _check_vmcoreinfo(args)
     with _kernel_data(args.source):
         tree = collect_pci(_open(args).prog)
@@ -326,7 +361,6 @@ def cmd_iommu(args) -> int:
     from dumpkit.iommu.collect import collect_iommu
     from dumpkit.iommu.render import iommu_json, iommu_text
 
-    _check_dump(args.source)
     for log in args.log or []:
         _check_file(log, "log")
     _check_vmcoreinfo(args)
@@ -361,7 +395,6 @@ def _judge(source: str, args, capture_logs, capture_dump_path):
 def cmd_verdict(args) -> int:
     from dumpkit.verdict_render import verdict_json, verdict_text
 
-    _check_dump(args.source)
     for log in args.capture_log or []:
         _check_file(log, "capture log")
     if args.capture_dump:
@@ -374,23 +407,31 @@ def cmd_verdict(args) -> int:
     return 0
 
 
+def _compare_side(role: str, source: str, args, stage):
+    """Open and judge one side of a comparison (capture logs found beside the dump)."""
+    from dumpkit.verdict_render import DumpSide
+
+    with _kernel_data(source):
+        stage(f"{role}: opening and judging {Path(source).name}")
+        dump, verdicts = _judge(source, args, None, None)
+    return DumpSide(role, source, verdicts, kernel_release=dump.info.kernel_release, build_id=dump.info.build_id,
+                    debuginfo=[str(p) for p in args.debuginfo or []])
+
+
 def cmd_compare(args) -> int:
-    from dumpkit.verdict_render import compare_frame
+    from dumpkit.verdict_render import compare_frame, compare_json, compare_text, compare_verdicts
 
     _check_dump(args.before)
     _check_dump(args.after)
-    with _kernel_data(args.before):
-        _b, before = _judge(args.before, args, None, None)
-    with _kernel_data(args.after):
-        _a, after = _judge(args.after, args, None, None)
-    frame = compare_frame(before, after)
+    with _stages("compare", 2) as stage:
+        before = _compare_side("before", args.before, args, stage)
+        after = _compare_side("after", args.after, args, stage)
     if args.csv:
-        text = frame.to_csv()
+        text = compare_frame(before.verdicts, after.verdicts).to_csv()
+    elif args.json:
+        text = json.dumps(compare_json(compare_verdicts(before, after)), indent=1, default=str)
     else:
-        import pandas as pd
-
-        with pd.option_context("display.max_columns", None, "display.width", 250, "display.max_colwidth", 40):
-            text = frame.to_string()
+        text = compare_text(compare_verdicts(before, after))
     _emit(text)
     return 0
 
@@ -683,9 +724,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("compare", "verdicts of two dumps side by side (before/after a patch)", cmd_compare)
     p.add_argument("before", help="the first dump (for example without the reset patch)")
     p.add_argument("after", help="the second dump (for example with it)")
-    p.add_argument("--csv", action="store_true", help="CSV instead of a text table")
-
-    from dumpkit.fleet.engine import parse_memory
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true",
+                     help="JSON: both dumps' inputs and verdicts, every endpoint's claims on both sides, the changes")
+    fmt.add_argument("--csv", action="store_true", help="CSV, one row per endpoint with both sides' columns")
 
     p = command("triage", "many dumps into one table on a dask.distributed cluster (embedded by default), each "
                 "dump a task with time and memory limits; rows are written as dumps finish, capture-state "
@@ -697,7 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: one per core, as many as fit in memory at --memory-limit each)")
     p.add_argument("--timeout", type=_positive_seconds, default=300,
                    help="seconds allowed per dump; a dump over it gets an error row (default 300)")
-    p.add_argument("--memory-limit", type=parse_memory, default=4 << 30, metavar="SIZE",
+    p.add_argument("--memory-limit", type=_memory_size, default=4 << 30, metavar="SIZE",
                    help="memory per worker of the embedded cluster, so per dump (default 4GiB); a worker "
                         "over it is restarted and its dump retried once, then reported")
     p.add_argument("--scheduler", metavar="tcp://HOST:PORT",

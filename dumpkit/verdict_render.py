@@ -1,12 +1,20 @@
-"""Render verdicts: text, DataFrame, the tree picture coloured by verdict, comparisons."""
+"""Render verdicts: text, DataFrame, the tree picture coloured by verdict, comparisons.
+
+A comparison of two dumps is collected once into :class:`Comparison` (per endpoint, the
+four claims' words on both sides) by :func:`compare_verdicts` and rendered by
+:func:`compare_text` (a table of at most :data:`COMPARE_WIDTH` columns) or
+:func:`compare_json`.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 
 from dumpkit.verdict import EndpointVerdict, Verdicts
 
-__all__ = ["verdict_text", "verdict_table", "verdict_frame", "compare_frame", "plot_verdict_tree", "VERDICT_COLOURS",
-           "verdict_json"]
+__all__ = ["CLAIMS", "COMPARE_WIDTH", "ClaimChange", "Comparison", "DumpSide", "EndpointComparison", "VERDICT_COLOURS",
+           "claim_word", "compare_frame", "compare_json", "compare_text", "compare_verdicts", "plot_verdict_tree",
+           "verdict_frame", "verdict_json", "verdict_table", "verdict_text"]
 
 VERDICT_COLOURS = {
     "DMA after crash, hit capture kernel": "#b2182b",
@@ -20,8 +28,11 @@ VERDICT_COLOURS = {
 CLAIMS = ("could_dma", "did_dma_after_crash", "hit_capture_kernel", "stopped_by_reset")
 
 
-def _word(c) -> str:
+def claim_word(c) -> str:
+    """The claim as one short word: yes, no, unknown, or n/a when it does not apply."""
     return "n/a" if not c.applicable else {True: "yes", False: "no", None: "unknown"}[c.value]
+
+
 
 
 def verdict_table(v: Verdicts) -> list[str]:
@@ -30,7 +41,7 @@ def verdict_table(v: Verdicts) -> list[str]:
     for e in v.endpoints:
         ids = f"{e.vendor:04x}:{e.device:04x}" if e.vendor is not None and e.device is not None else "?"
         lines.append(f"{e.bdf:14}{ids:11}{e.name[:33]:34}{(e.driver or '-')[:12]:13}"
-                     + "".join(f"{_word(getattr(e, c)):{w}}" for c, w in zip(CLAIMS, (9, 9, 9, 8), strict=True)))
+                     + "".join(f"{claim_word(getattr(e, c)):{w}}" for c, w in zip(CLAIMS, (9, 9, 9, 8), strict=True)))
     return lines
 
 
@@ -122,3 +133,199 @@ def plot_verdict_tree(tree, verdicts: Verdicts, ax=None, title: str | None = Non
     ax.legend(handles=handles, loc="lower right", fontsize=8, frameon=True)
     plt.setp(ax.get_legend().get_texts(), fontsize=8)
     return ax
+
+
+# --- comparison of two dumps ------------------------------------------------------------------
+
+COMPARE_WIDTH = 120
+# short column headers, spelled out once under the table
+CLAIM_HEADERS = {"could_dma": "could", "did_dma_after_crash": "did", "hit_capture_kernel": "hit",
+                 "stopped_by_reset": "stopped"}
+ABSENT = "absent"
+
+
+@dataclass
+class DumpSide:
+    """One side of a comparison: the dump, what it was judged with, and its verdicts."""
+
+    role: str
+    source: str
+    verdicts: Verdicts
+    kernel_release: str | None = None
+    build_id: str | None = None
+    debuginfo: list[str] = field(default_factory=list)
+
+    def inputs(self) -> dict:
+        """Every input this side's verdicts were judged from."""
+        v = self.verdicts
+        return {"dump": self.source, "kernel_release": self.kernel_release, "build_id": self.build_id,
+                "debuginfo": list(self.debuginfo), "capture_logs": list(v.capture_logs),
+                "capture_checks": dict(v.capture_checks), "capture_dump": v.capture_dump}
+
+
+@dataclass
+class ClaimChange:
+    """A value before and after: a claim's word, the verdict, a count (None: not known),
+    ``absent`` where the endpoint is not in that dump."""
+
+    before: str | int | None
+    after: str | int | None
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+    def text(self) -> str:
+        b, a = ("-" if x is None else str(x) for x in (self.before, self.after))
+        return b if not self.changed else f"{b} -> {a}"
+
+
+@dataclass
+class EndpointComparison:
+    """One endpoint on both sides; ``status`` is same, changed (a claim or the verdict),
+    only before or only after."""
+
+    bdf: str
+    name: str
+    driver: str | None
+    ids: str | None
+    claims: dict[str, ClaimChange]
+    verdict: ClaimChange
+    completions: ClaimChange
+    faults: ClaimChange
+    reset_ports: ClaimChange
+
+    @property
+    def status(self) -> str:
+        if self.verdict.before == ABSENT:
+            return "only after"
+        if self.verdict.after == ABSENT:
+            return "only before"
+        # counts differ between any two runs; a change is a claim or the verdict
+        return "changed" if any(c.changed for c in (*self.claims.values(), self.verdict)) else "same"
+
+    def changes(self) -> dict[str, ClaimChange]:
+        """The fields whose value differs between the sides (counts and reset ports too)."""
+        fields = {**self.claims, "verdict": self.verdict, "post_crash_completions": self.completions,
+                  "faults": self.faults, "reset_ports": self.reset_ports}
+        return {k: c for k, c in fields.items() if c.changed}
+
+
+@dataclass
+class Comparison:
+    """Two dumps' verdicts, endpoint by endpoint (matched by BDF, in BDF order)."""
+
+    before: DumpSide
+    after: DumpSide
+    endpoints: list[EndpointComparison]
+
+    @property
+    def changed(self) -> list[EndpointComparison]:
+        return [e for e in self.endpoints if e.status != "same"]
+
+
+def _side_values(e: EndpointVerdict | None) -> dict[str, str | int | None]:
+    if e is None:
+        return {k: ABSENT for k in (*CLAIMS, "verdict", "completions", "faults", "reset_ports")}
+    return {**{c: claim_word(getattr(e, c)) for c in CLAIMS}, "verdict": e.summary,
+            "completions": e.post_crash_completions, "faults": e.faults,
+            "reset_ports": ",".join(e.reset_ports) or None}
+
+
+def _ids(e: EndpointVerdict) -> str | None:
+    return f"{e.vendor:04x}:{e.device:04x}" if e.vendor is not None and e.device is not None else None
+
+
+def compare_verdicts(before: DumpSide, after: DumpSide) -> Comparison:
+    """Match the endpoints of both sides by BDF and collect each claim's word on both."""
+    b = {e.bdf: e for e in before.verdicts.endpoints}
+    a = {e.bdf: e for e in after.verdicts.endpoints}
+    rows = []
+    for bdf in sorted(b.keys() | a.keys()):
+        eb, ea = b.get(bdf), a.get(bdf)
+        vb, va = _side_values(eb), _side_values(ea)
+        either = eb or ea
+        rows.append(EndpointComparison(
+            bdf=bdf, name=either.name, driver=(eb and eb.driver) or (ea and ea.driver), ids=_ids(either),
+            claims={c: ClaimChange(vb[c], va[c]) for c in CLAIMS}, verdict=ClaimChange(vb["verdict"], va["verdict"]),
+            completions=ClaimChange(vb["completions"], va["completions"]),
+            faults=ClaimChange(vb["faults"], va["faults"]),
+            reset_ports=ClaimChange(vb["reset_ports"], va["reset_ports"])))
+    return Comparison(before, after, rows)
+
+
+MARKS = {"same": " ", "changed": "*", "only before": "-", "only after": "+"}
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _side_lines(side: DumpSide, width: int) -> list[str]:
+    """The side's dump and what it was judged with, wrapped to ``width`` columns."""
+    import textwrap
+
+    v = side.verdicts
+    logs = ", ".join(f"{p} ({v.capture_checks[p]})" if p in v.capture_checks else p
+                     for p in v.capture_logs) or "none"
+    items = [f"kernel {side.kernel_release or 'unknown'}; IOMMU {v.iommu or 'none in use'}",
+             f"ports reset: {', '.join(v.ports_reset) or 'none'}", f"capture log: {logs}",
+             *(f"warning: {w}" for w in v.warnings), *(f"!! {e}" for e in v.errors)]
+    lines = [f"{side.role}: {side.source}"]
+    for item in items:
+        lines += textwrap.wrap(item, width, initial_indent="  ", subsequent_indent="    ",
+                               break_on_hyphens=False) or [""]
+    return lines
+
+
+def compare_text(cmp: Comparison, width: int = COMPARE_WIDTH) -> str:
+    """Both dumps' inputs, then one line per endpoint (at most ``width`` columns): a mark
+    (``*`` changed, ``-`` only before, ``+`` only after), BDF, name, driver, the four
+    claims as yes/no/unknown/n/a (``before -> after`` where they differ), post-crash
+    completions and faults; then each changed endpoint's verdict before and after."""
+    heads = [*CLAIM_HEADERS.values(), "completions", "faults"]
+    cells = [[*(e.claims[c].text() for c in CLAIMS), e.completions.text(), e.faults.text()] for e in cmp.endpoints]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) + 2 for i, h in enumerate(heads)]
+    driver_w = max([len("driver")] + [len(e.driver or "-") for e in cmp.endpoints])
+    driver_w = min(driver_w, 12) + 2
+    fixed = 2 + 14 + driver_w + sum(widths)
+    name_w = max(12, min(32, width - fixed - 1, max([4] + [len(e.name) for e in cmp.endpoints])))
+    lines = _side_lines(cmp.before, width) + _side_lines(cmp.after, width) + [""]
+    header = f"  {'device':14}{'name':{name_w + 1}}{'driver':{driver_w}}" + "".join(
+        f"{h:{w}}" for h, w in zip(heads, widths, strict=True))
+    lines.append(header.rstrip())
+    for e, row in zip(cmp.endpoints, cells, strict=True):
+        line = (f"{MARKS[e.status]} {e.bdf:14}{_cut(e.name, name_w):{name_w + 1}}"
+                f"{_cut(e.driver or '-', driver_w - 2):{driver_w}}"
+                + "".join(f"{c:{w}}" for c, w in zip(row, widths, strict=True)))
+        lines.append(line.rstrip())
+    lines.append("")
+    lines.append("could: could DMA at the crash; did: DMA after the crash; hit: hit the capture kernel; "
+                 "stopped: stopped by a port reset")
+    lines.append("a -> b: before -> after; * changed, - only in before, + only in after")
+    changed = cmp.changed
+    lines.append(f"{len(changed)} of {len(cmp.endpoints)} endpoints changed" + (":" if changed else ""))
+    for e in changed:
+        lines.append(f"  {e.bdf}: {e.verdict.before} -> {e.verdict.after}")
+    return "\n".join(lines)
+
+
+def compare_json(cmp: Comparison) -> dict:
+    """Both sides' inputs and verdicts (as :func:`verdict_json`), every endpoint's claims on
+    both sides, and the changes."""
+    def endpoint(e: EndpointComparison) -> dict:
+        return {"bdf": e.bdf, "name": e.name, "driver": e.driver, "ids": e.ids, "status": e.status,
+                "claims": {c: {"before": ch.before, "after": ch.after, "changed": ch.changed}
+                           for c, ch in e.claims.items()},
+                "verdict": {"before": e.verdict.before, "after": e.verdict.after},
+                "post_crash_completions": {"before": e.completions.before, "after": e.completions.after},
+                "faults": {"before": e.faults.before, "after": e.faults.after},
+                "reset_ports": {"before": e.reset_ports.before, "after": e.reset_ports.after}}
+
+    return {"before": {"inputs": cmp.before.inputs(), "verdicts": verdict_json(cmp.before.verdicts)},
+            "after": {"inputs": cmp.after.inputs(), "verdicts": verdict_json(cmp.after.verdicts)},
+            "endpoints": [endpoint(e) for e in cmp.endpoints],
+            "changes": [{"bdf": e.bdf, "status": e.status,
+                         "fields": {k: {"before": c.before, "after": c.after} for k, c in e.changes().items()}}
+                        for e in cmp.changed],
+            "summary": {"endpoints": len(cmp.endpoints), "changed": len(cmp.changed)}}
