@@ -15,7 +15,12 @@ from pathlib import Path
 
 from dumpkit.errors import AccessError, InputError
 
-__all__ = ["CoreFile", "elf_build_id", "elf_notes", "inspect_core_file", "read_vmcoreinfo_file"]
+
+class NotADump(InputError):
+    """A file that is no kernel dump at all (text, random bytes, a program or kernel image,
+    a process core): batch commands give it its own kind of row instead of a failed dump."""
+
+__all__ = ["CoreFile", "NotADump", "elf_build_id", "elf_notes", "inspect_core_file", "read_vmcoreinfo_file"]
 
 ELF_MAGIC = b"\x7fELF"
 KDUMP_MAGIC = b"KDUMP   "
@@ -160,7 +165,7 @@ def elf_build_id(path: str | os.PathLike) -> str | None:
 def _check_elf_core(f, path: Path, size: int) -> CoreFile:
     e_type, machine, _phoff, _phentsize, _phnum = _elf_header(f, size, path)
     if e_type != ET_CORE:
-        raise InputError(f"{path} is an ELF file but not a core dump (e_type {e_type}): it looks like "
+        raise NotADump(f"{path} is an ELF file but not a core dump (e_type {e_type}): it looks like "
                          "a kernel image or program", "pass the vmcore; give vmlinux with --debuginfo")
     arch = ELF_MACHINES.get(machine)
     if arch not in SUPPORTED_ARCHES:
@@ -184,7 +189,7 @@ def _check_elf_core(f, path: Path, size: int) -> CoreFile:
     phdrs = [(t, off, filesz) for t, off, _va, filesz, _mem in segments]
     names = {name for name, _t, _d in elf_notes(f, phdrs)}
     if b"VMCOREINFO" not in names and path != Path("/proc/kcore"):
-        raise InputError(f"{path} is an ELF core dump without VMCOREINFO: not a Linux kernel dump "
+        raise NotADump(f"{path} is an ELF core dump without VMCOREINFO: not a Linux kernel dump "
                          "(a process core file?)", "pass a kernel vmcore")
     return CoreFile(path, "elf", size, arch, None)
 
@@ -374,5 +379,5 @@ def inspect_core_file(path: str | os.PathLike) -> CoreFile:
         for prefix, (kind, tool) in COMPRESSED_MAGICS.items():
             if magic.startswith(prefix):
                 raise InputError(f"{path} is {kind}-compressed", f"decompress it first: {tool} {path}")
-    raise InputError(f"{path} is not a kernel dump (neither an ELF core nor kdump-compressed)",
+    raise NotADump(f"{path} is not a kernel dump (neither an ELF core nor kdump-compressed)",
                      "pass a vmcore saved by kdump/makedumpfile or QEMU")

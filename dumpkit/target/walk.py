@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import drgn
 
-__all__ = ["ListCorrupt", "bounded_list", "pci_devices", "MAX_LIST", "MAX_PCI_DEVICES"]
+__all__ = ["ListCorrupt", "bounded_list", "pci_devices", "unreadable_pci_devices", "describe_fault", "MAX_LIST",
+           "MAX_PCI_DEVICES"]
 
 MAX_LIST = 1 << 16
 MAX_PCI_DEVICES = 1 << 16       # 256 buses x 256 functions per segment is the most a sane list holds
@@ -48,15 +49,28 @@ def bounded_list(head: drgn.Object, type_: str, member: str, what: str,
 
 def pci_devices(prog: drgn.Program) -> tuple[list[tuple[str, drgn.Object]], str | None]:
     """Every ``struct pci_dev *`` on the kernel's device list with its name, walked once
-    per program (cached in ``prog.cache``).
+    per program (cached in ``prog.cache``). A function whose own name cannot be read is
+    left out here (see :func:`unreadable_pci_devices`); the walk goes on, since the list
+    links live outside ``struct pci_dev``.
 
     :return: (the functions read, an error saying where the walk stopped or None)
     """
+    return _walk_pci(prog)[:2]
+
+
+def unreadable_pci_devices(prog: drgn.Program) -> list[tuple[int, str]]:
+    """(address, why) of every ``struct pci_dev`` on the device list whose name could
+    not be read: a function the dump lost, to be reported, never silently dropped."""
+    return _walk_pci(prog)[2]
+
+
+def _walk_pci(prog: drgn.Program):
     cached = prog.cache.get("dumpkit.pci_devices")
     if cached is None:
         from drgn.helpers.linux.pci import for_each_pci_dev
 
         out: list[tuple[str, drgn.Object]] = []
+        lost: list[tuple[int, str]] = []
         seen: set[int] = set()
         error = None
         try:
@@ -69,8 +83,39 @@ def pci_devices(prog: drgn.Program) -> tuple[list[tuple[str, drgn.Object]], str 
                     error = f"the PCI device list has more than {MAX_PCI_DEVICES} entries: corrupted"
                     break
                 seen.add(addr)
-                out.append((pdev.dev.kobj.name.string_().decode(errors="replace"), pdev))
+                try:
+                    out.append((pdev.dev.kobj.name.string_().decode(errors="replace"), pdev))
+                except drgn.FaultError as e:
+                    lost.append((addr, describe_fault(prog, e, f"struct pci_dev @{addr:#x}")))
         except drgn.FaultError as e:
             error = f"the PCI device list could not be read past {len(seen)} functions: {e}"
-        cached = prog.cache["dumpkit.pci_devices"] = (out, error)
+        cached = prog.cache["dumpkit.pci_devices"] = (out, error, lost)
     return cached
+
+
+def describe_fault(prog: drgn.Program, e: drgn.FaultError, what: str, physical: bool = False) -> str:
+    """One phrase naming what could not be read and where: "<what> unreadable at <address>,
+    page <physical page> of the dump (<drgn's reason>)". The physical page is what a user
+    checks in the dump file; it is left out when the address cannot be translated.
+
+    :param physical: the fault's address is physical (an IOMMU table read), not virtual
+    """
+    addr = getattr(e, "address", None)
+    reason = getattr(e, "message", None) or str(e)
+    if addr is None:
+        return f"{what} unreadable ({reason})"
+    if physical:
+        return f"{what} unreadable at physical {addr:#x}, page {addr & ~0xFFF:#x} of the dump ({reason})"
+    phys = _phys(prog, addr)
+    page = f", page {phys & ~0xFFF:#x} of the dump" if phys is not None else ""
+    return f"{what} unreadable at {addr:#x}{page} ({reason})"
+
+
+def _phys(prog: drgn.Program, addr: int) -> int | None:
+    """The physical address behind a kernel virtual address (None: cannot tell)."""
+    from drgn.helpers.linux.mm import follow_phys
+
+    try:
+        return follow_phys(prog["init_mm"].address_of_(), addr).value_()
+    except (drgn.FaultError, LookupError, ValueError, OverflowError):
+        return None
