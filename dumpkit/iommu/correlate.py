@@ -89,10 +89,14 @@ def correlate_faults(prog: drgn.Program, tree: PciTree, mappings: list[DeviceMap
         corr.driver = dev.driver if dev else None
         dm = by_device.get(bdf)
         prefix = corr.note + "; " if corr.note else ""
+        hit = lookup(dm.leaves, f.address) if dm is not None and dm.leaves else None
+        if hit is None and dm is not None and dm.errors:
+            # a table the dump lost may hold the mapping: say so, never "not mapped"
+            corr.note = prefix + f"whether {f.address:#x} was mapped for {bdf} is unknown: {dm.errors[0]}"
+            continue
         if dm is None or not dm.leaves:
             corr.note = prefix + "the device had no page-table mappings in the dumped kernel"
             continue
-        hit = lookup(dm.leaves, f.address)
         if hit is None:
             corr.note = prefix + f"{f.address:#x} was not mapped for {bdf} in the dumped kernel"
             continue

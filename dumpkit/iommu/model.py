@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 __all__ = ["Unit", "TranslationEntry", "Leaf", "MappingRange", "PageTableWalk", "DeviceMappings", "IommuEvent",
-           "summarise", "lookup"]
+           "summarise", "lookup", "unknown_entry", "table_source"]
 
 PAGE = 4096
 
@@ -44,6 +44,8 @@ class TranslationEntry:
     :param read, write: what the entry itself allows before any page table (None: not applicable)
     :param copied: the entry was taken over from the previous kernel (kdump)
     :param raw: the entry's words as the hardware reads them
+    :param sources: the kernel objects and tables this entry was read from ("dmar0 root
+        table @phys 0x9cf000"), so a claim built on it can name what it read
     """
 
     bdf: str
@@ -60,6 +62,14 @@ class TranslationEntry:
     raw: tuple[int, ...] = ()
     detail: dict = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+
+def unknown_entry(bdf: str, unit: str, reason: str, sources: list[str] | None = None) -> TranslationEntry:
+    """The entry of a requester id whose translation the dump cannot tell (its unit or
+    table is unreadable): never "blocked" or "untranslated" by default."""
+    return TranslationEntry(bdf, unit, "unknown", None, None, None, detail={"reason": reason}, errors=[reason],
+                            sources=list(sources or []))
 
 
 class Leaf(NamedTuple):
@@ -104,6 +114,7 @@ class DeviceMappings:
     """What one device can reach through the IOMMU.
 
     :param source: "context entry" / "device table entry" (what the hardware walks)
+    :param sources: the page tables read ("page tables from root @phys 0x... (12 table pages)")
     """
 
     device: str
@@ -116,6 +127,7 @@ class DeviceMappings:
     summary: dict = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     entries_decoded: int = 0
+    sources: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -135,6 +147,11 @@ class IommuEvent:
     flags: dict = field(default_factory=dict)
     raw: tuple[int, ...] = ()
     printed: bool | None = None
+
+
+def table_source(walk: PageTableWalk) -> str:
+    """How a page-table walk is named among a claim's sources."""
+    return f"IOMMU page tables from root @phys {walk.root:#x} ({walk.tables_read} table pages read)"
 
 
 def summarise(leaves: list[Leaf]) -> tuple[list[MappingRange], dict]:

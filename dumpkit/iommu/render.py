@@ -119,10 +119,15 @@ def iommu_text(state: IommuState) -> str:
         pages = m.summary.get("pages") if m and m.summary else None
         wr = m.summary.get("writable_bytes") if m and m.summary else None
         copied = "unknown" if e.copied is None else "yes" if e.copied else "no"
+        # counts from tables that are partly unreadable are lower bounds
+        least = ">=" if m is not None and m.errors else ""
+        pages = f"{least}{pages}" if pages is not None else "-"
+        wr = f"{least}{wr}" if wr is not None else "-"
+        note = e.detail.get("reason") or (f"page tables partly unreadable: {m.errors[0]}"
+                                          if m is not None and m.errors else "")
         lines.append(f"{e.bdf:14}{e.unit:8}{e.translation:14}{e.domain_id if e.domain_id is not None else '-':>7}"
-                     f"{e.levels or '-':>7}  {e.domain_type or '-':9}{copied:8}"
-                     f"{pages if pages is not None else '-':>7}{wr if wr is not None else '-':>11}"
-                     + (f"  {e.detail['reason']}" if e.detail.get("reason") else ""))
+                     f"{e.levels or '-':>7}  {e.domain_type or '-':9}{copied:8}{pages:>7}{wr:>11}"
+                     + (f"  {note}" if note else ""))
     if state.events:
         lines.append("")
         lines.append(f"events in the IOMMUs' logs in memory ({len(state.events)}):")

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 
 import drgn
 
-from dumpkit.iommu.amd.devtable import collect_entries, decode_dte, scope_ranges
+from dumpkit.iommu.amd.devtable import collect_entries, decode_dte, dte_source, scope_ranges
 from dumpkit.iommu.amd.eventlog import collect_events, decode_event
 from dumpkit.iommu.amd.pagetable import walk_v1
 from dumpkit.iommu.amd.units import collect_units
-from dumpkit.iommu.model import DeviceMappings, IommuEvent, TranslationEntry, Unit, summarise
+from dumpkit.iommu.model import (DeviceMappings, IommuEvent, TranslationEntry, Unit, summarise, table_source,
+                                  unknown_entry)
 
 __all__ = ["AmdState", "collect", "present", "decode_dte", "decode_event", "walk_v1"]
 
@@ -55,6 +56,7 @@ def _mappings(prog: drgn.Program, entries: list[TranslationEntry]) -> list[Devic
             dm.leaves, dm.entries_decoded = walk.leaves, walk.entries_decoded
             dm.errors.extend(walk.errors)
             dm.ranges, dm.summary = summarise(walk.leaves)
+            dm.sources = [table_source(walk)]
         out.append(dm)
     return out
 
@@ -65,11 +67,18 @@ def collect(prog: drgn.Program, pci_bdfs: set[str] = frozenset()) -> AmdState:
 
     :param pci_bdfs: BDFs of the dump's PCI functions
     """
+    from dumpkit.target.walk import describe_fault
+
     state = AmdState()
     try:
         units = collect_units(prog)
     except (drgn.FaultError, LookupError, ValueError, AttributeError) as e:
-        state.errors.append(f"AMD-Vi units unreadable: {type(e).__name__}: {e}")
+        # without every unit the scopes are unknown: no device's translation can be told
+        why = (describe_fault(prog, e, "AMD-Vi units (amd_iommu_list, struct amd_iommu)")
+               if isinstance(e, drgn.FaultError) else f"AMD-Vi units unreadable: {type(e).__name__}: {e}")
+        state.errors.append(why)
+        state.entries = [unknown_entry(bdf, "AMD-Vi", why, ["amd_iommu_list (struct amd_iommu)"])
+                         for bdf in sorted(pci_bdfs)]
         return state
     for u in units:
         state.units.append(u.unit)
@@ -78,16 +87,25 @@ def collect(prog: drgn.Program, pci_bdfs: set[str] = frozenset()) -> AmdState:
         except (drgn.FaultError, ValueError) as e:
             u.unit.errors.append(f"device ranges unreadable: {e}")
         try:
-            entries = collect_entries(prog, u)
+            entries, lost = collect_entries(prog, u)
         except (drgn.FaultError, ValueError) as e:
-            state.errors.append(f"{u.unit.name}: device table at {u.dev_table:#x} unreadable: {e}")
-            continue
+            why = (describe_fault(prog, e, f"{u.unit.name} device table") if isinstance(e, drgn.FaultError)
+                   else f"{u.unit.name}: device table at {u.dev_table:#x} unreadable: {e}")
+            state.errors.append(why)
+            entries, lost = [], {devid: why for devid in range(u.last_bdf + 1)}
+        state.errors.extend(dict.fromkeys(lost.values()))
         have = {e.bdf for e in entries}
         for bdf in sorted(pci_bdfs - have):
-            if _in_unit(bdf, u):
+            if not _in_unit(bdf, u):
+                continue
+            devid = _devid(bdf)
+            if devid in lost:
+                entries.append(unknown_entry(bdf, u.unit.name, lost[devid], [dte_source(u, devid)]))
+            else:
                 entries.append(TranslationEntry(bdf, u.unit.name, "untranslated", None, None, None,
                                                 copied=u.unit.copied_tables,
-                                                detail={"valid": False, "note": "empty device table entry"}))
+                                                detail={"valid": False, "note": "empty device table entry"},
+                                                sources=[dte_source(u, devid)]))
         state.entries.extend(sorted(entries, key=lambda e: e.bdf))
         try:
             state.events.extend(collect_events(prog, u))
@@ -102,8 +120,11 @@ def collect(prog: drgn.Program, pci_bdfs: set[str] = frozenset()) -> AmdState:
     return state
 
 
-def _in_unit(bdf: str, u) -> bool:
-    seg, bus, devfn = int(bdf[:4], 16), int(bdf[5:7], 16), bdf[8:]
+def _devid(bdf: str) -> int:
+    bus, devfn = int(bdf[5:7], 16), bdf[8:]
     dev, fn = devfn.split(".")
-    devid = bus << 8 | int(dev, 16) << 3 | int(fn)
-    return seg == u.segment and devid <= u.last_bdf
+    return bus << 8 | int(dev, 16) << 3 | int(fn)
+
+
+def _in_unit(bdf: str, u) -> bool:
+    return int(bdf[:4], 16) == u.segment and _devid(bdf) <= u.last_bdf

@@ -9,9 +9,10 @@ import drgn
 from dumpkit.iommu.amd.units import AmdUnit, _bdf
 from dumpkit.iommu.model import TranslationEntry
 
-__all__ = ["decode_dte", "collect_entries", "scope_ranges"]
+__all__ = ["decode_dte", "collect_entries", "dte_source", "scope_ranges"]
 
 DTE_SIZE = 32
+PAGE = 4096
 DTE_V, DTE_TV = 1 << 0, 1 << 1
 DTE_IR, DTE_IW = 1 << 61, 1 << 62
 DTE_GV = 1 << 55
@@ -70,29 +71,56 @@ def scope_ranges(prog: drgn.Program, u: AmdUnit) -> list[str]:
     return ranges
 
 
-def collect_entries(prog: drgn.Program, u: AmdUnit) -> list[TranslationEntry]:
+def collect_entries(prog: drgn.Program, u: AmdUnit) -> tuple[list[TranslationEntry], dict[int, str]]:
     """Entries of the unit's device table that do something: valid, or carrying a
     domain or interrupt table (an all-zero entry passes DMA untranslated and is listed
-    only when a PCI device of the dump uses that requester id)."""
+    only when a PCI device of the dump uses that requester id).
+
+    The table is read a page at a time: a page the dump lost costs the 128 requester ids
+    it holds, not the table.
+
+    :return: (entries, {requester id: why its entry is unreadable} for the lost pages)
+    """
+    from dumpkit.target.walk import describe_fault
+
     n = u.last_bdf + 1
     if u.dev_table_size and n * DTE_SIZE > u.dev_table_size:
         raise ValueError(f"{u.unit.name}: last_bdf {u.last_bdf:#x} beyond the device table "
                          f"({u.dev_table_size} bytes)")
-    raw = prog.read(u.dev_table, n * DTE_SIZE)
-    out = []
-    for devid in range(n):
-        words = struct.unpack_from("<4Q", raw, devid * DTE_SIZE)
-        if not any(words[:3]):
+    per_page = PAGE // DTE_SIZE
+    out, lost = [], {}
+    for first in range(0, n, per_page):
+        count = min(per_page, n - first)
+        try:
+            raw = prog.read(u.dev_table + first * DTE_SIZE, count * DTE_SIZE)
+        except drgn.FaultError as e:
+            why = describe_fault(prog, e, f"{u.unit.name} device table entries {first:#x}-{first + count - 1:#x}")
+            lost.update(dict.fromkeys(range(first, first + count), why))
             continue
-        f = decode_dte(words)
-        translation = _translation(f)
-        e = TranslationEntry(
-            bdf=_bdf(u.segment, devid), unit=u.unit.name, translation=translation,
-            domain_id=f["domain_id"] if f["valid"] and f["translation_valid"] else None,
-            page_table=f["page_table"] if translation == "translated" else None,
-            levels=f["mode"] if translation == "translated" else None,
-            read=f["read"], write=f["write"], copied=u.unit.copied_tables, raw=words, detail=f)
-        if translation == "reserved":
-            e.errors.append(f"device table entry mode 7 (reserved) for {e.bdf}")
-        out.append(e)
-    return out
+        for k in range(count):
+            devid = first + k
+            words = struct.unpack_from("<4Q", raw, k * DTE_SIZE)
+            if not any(words[:3]):
+                continue
+            out.append(_entry(u, devid, words))
+    return out, lost
+
+
+def _entry(u: AmdUnit, devid: int, words: tuple[int, int, int, int]) -> TranslationEntry:
+    f = decode_dte(words)
+    translation = _translation(f)
+    e = TranslationEntry(
+        bdf=_bdf(u.segment, devid), unit=u.unit.name, translation=translation,
+        domain_id=f["domain_id"] if f["valid"] and f["translation_valid"] else None,
+        page_table=f["page_table"] if translation == "translated" else None,
+        levels=f["mode"] if translation == "translated" else None,
+        read=f["read"], write=f["write"], copied=u.unit.copied_tables, raw=words, detail=f,
+        sources=[dte_source(u, devid)])
+    if translation == "reserved":
+        e.errors.append(f"device table entry mode 7 (reserved) for {e.bdf}")
+    return e
+
+
+def dte_source(u: AmdUnit, devid: int) -> str:
+    """How a device-table entry is named among a claim's sources."""
+    return f"{u.unit.name} device table entry {devid:#x} @{u.dev_table + devid * DTE_SIZE:#x}"

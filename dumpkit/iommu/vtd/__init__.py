@@ -8,11 +8,12 @@ import dataclasses
 
 import drgn
 
-from dumpkit.iommu.model import TranslationEntry, Unit
+from dumpkit.iommu.model import TranslationEntry, Unit, unknown_entry
 
 __all__ = ["present", "collect", "VENDOR"]
 
 VENDOR = "intel-vtd"
+ADDR_MASK = ((1 << 52) - 1) & ~0xFFF
 READ_ERRORS = (drgn.FaultError, LookupError, AttributeError, ValueError)
 # VT-d translation types as the model names them; the VT-d name stays in detail
 NEUTRAL = {"untranslated": "translated", "all (ATS)": "translated", "second-level": "translated",
@@ -55,7 +56,19 @@ def _unit(u) -> Unit:
                 errors=[f"{k}: {v}" for k, v in u.unknown.items()])
 
 
-def _entry(e) -> TranslationEntry:
+def _table_sources(e, roots: dict[str, int | None]) -> list[str]:
+    """The root and context tables an entry was read from."""
+    out = []
+    root = roots.get(e.unit)
+    if root is not None:
+        out.append(f"{e.unit} root table @phys {root:#x}")
+    pointer = e.root[0] if e.scalable_mode and e.devfn >= 0x80 else e.root[1]
+    if pointer & 1:
+        out.append(f"{e.unit} context table of bus {e.bus:02x} @phys {pointer & ADDR_MASK:#x}")
+    return out
+
+
+def _entry(e, roots: dict[str, int | None]) -> TranslationEntry:
     neutral = NEUTRAL.get(e.translation, "translated")
     levels = None if e.address_width is None else (e.address_width - 30) // 9 + 2
     return TranslationEntry(
@@ -64,7 +77,13 @@ def _entry(e) -> TranslationEntry:
         raw=(*e.root, *e.context, *(e.pasid_entry or ())),
         detail={"vtd_translation": e.translation, "scalable_mode": e.scalable_mode, "pasid": e.pasid,
                 "kernel_domain_id": e.kernel_domain_id},
-        errors=list(e.errors))
+        errors=list(e.errors), sources=_table_sources(e, roots))
+
+
+def _absent_sources(u, bus: int) -> list[str]:
+    """What says a requester id has no present context entry: the unit's root table (and
+    the context table of its bus, if the root entry points to one)."""
+    return [f"{u.name} root table @phys {u.root_table:#x} (bus {bus:02x})"] if u.root_table is not None else []
 
 
 def _upstream(prog: drgn.Program) -> dict[str, list[str]]:
@@ -112,17 +131,24 @@ def collect(prog: drgn.Program, pci_bdfs: set[str] = frozenset()) -> VtdState:
     try:
         raw_units = collect_units(prog)
     except READ_ERRORS as e:
-        state.errors.append(f"VT-d units unreadable: {type(e).__name__}: {e}")
+        # without every unit the scopes are unknown: no device's translation can be told
+        why = f"VT-d units unreadable: {e}"
+        state.errors.append(why)
+        state.entries = [unknown_entry(bdf, "VT-d", why, ["dmar_drhd_units (struct dmar_drhd_unit, "
+                                                          "struct intel_iommu)"]) for bdf in sorted(pci_bdfs)]
         return state
     state.raw_units, state.units = raw_units, [_unit(u) for u in raw_units]
     try:
         raw_entries = collect_context_entries(prog, raw_units)
         state.mappings = collect_device_mappings(prog, raw_entries)
     except READ_ERRORS as e:
-        state.errors.append(f"VT-d tables unreadable: {type(e).__name__}: {e}")
-        raw_entries = []
+        why = f"VT-d tables unreadable: {type(e).__name__}: {e}"
+        state.errors.append(why)
+        state.entries = [unknown_entry(bdf, "VT-d", why) for bdf in sorted(pci_bdfs)]
+        return state
     state.raw_entries = raw_entries
-    entries = [_entry(e) for e in raw_entries if e.translation != "unreadable"]
+    roots = {u.name: u.root_table for u in raw_units}
+    entries = [_entry(e, roots) for e in raw_entries if e.translation != "unreadable"]
     # unreadable tables: the whole unit (root table) or a bus (context table) is unknown
     unreadable = [(e.unit, e.segment, None if e.bus == 0 and e.devfn == 0 and "root table" in " ".join(e.errors)
                    else e.bus, e.errors) for e in raw_entries if e.translation == "unreadable"]
@@ -137,8 +163,7 @@ def collect(prog: drgn.Program, pci_bdfs: set[str] = frozenset()) -> VtdState:
         lost = next((errs for name, seg, b, errs in unreadable
                      if name == u.name and (b is None or b == bus)), None)
         if lost is not None:
-            entries.append(TranslationEntry(bdf, u.name, "unknown", None, None, None,
-                                            detail={"reason": "; ".join(lost)}, errors=list(lost)))
+            entries.append(unknown_entry(bdf, u.name, "; ".join(lost)))
         elif not u.translation_on and u.root_table is None:
             entries.append(TranslationEntry(bdf, u.name, "untranslated", None, None, None,
                                             detail={"reason": "the kernel did not enable translation on "
@@ -146,7 +171,8 @@ def collect(prog: drgn.Program, pci_bdfs: set[str] = frozenset()) -> VtdState:
         else:
             entries.append(TranslationEntry(bdf, u.name, "blocked", None, None, None, copied=None,
                                             detail={"reason": "no present context entry: the IOMMU blocks "
-                                                              "and faults its DMA"}))
+                                                              "and faults its DMA"},
+                                            sources=_absent_sources(u, bus)))
     for e in entries:
         if e.device is None and e.bdf in pci_bdfs:
             e.device = e.bdf

@@ -9,7 +9,7 @@ from drgn.helpers.linux.mm import virt_to_phys
 from dumpkit.target.walk import bounded_list, pci_devices
 
 from dumpkit.iommu.vtd.pagetable import summarise, walk_page_table
-from dumpkit.iommu.model import DeviceMappings
+from dumpkit.iommu.model import DeviceMappings, table_source
 from dumpkit.iommu.vtd.tables import ContextEntry
 
 __all__ = ["DeviceMappings", "collect_device_mappings", "kernel_domain_roots"]
@@ -36,6 +36,7 @@ def collect_device_mappings(prog: drgn.Program, entries: list[ContextEntry]) -> 
             walk = cache[key]
             dm.leaves, dm.errors, dm.entries_decoded = walk.leaves, list(walk.errors), walk.entries_decoded
             dm.ranges, dm.summary = summarise(walk.leaves)
+            dm.sources = [table_source(walk)]
         out.append(dm)
     return out
 

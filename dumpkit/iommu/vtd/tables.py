@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import drgn
 
 from dumpkit.iommu.vtd.units import IommuUnit
+from dumpkit.target.walk import describe_fault
 
 __all__ = ["ContextEntry", "collect_context_entries", "read_phys_page", "DOMAIN_TYPES"]
 
@@ -124,7 +125,8 @@ def _walk_unit(prog: drgn.Program, unit: IommuUnit) -> list[ContextEntry]:
             except drgn.FaultError as e:
                 entry = ContextEntry(unit.name, unit.segment, bus, first_devfn, sm, (hi, lo), (0, 0),
                                      "unreadable", None, None, None)
-                entry.errors.append(f"context table at {pointer & ADDR_MASK:#x} unreadable in the dump: {e}")
+                entry.errors.append(describe_fault(prog, e, f"{unit.name} context table of bus {bus:02x}",
+                                                   physical=True))
                 out.append(entry)
                 continue
             stride, count = (32, 128) if sm else (16, 256)
@@ -139,7 +141,9 @@ def _walk_unit(prog: drgn.Program, unit: IommuUnit) -> list[ContextEntry]:
                     except drgn.FaultError as e:
                         entry = ContextEntry(unit.name, unit.segment, bus, devfn, True, (hi, lo), (c_hi, c_lo),
                                              "unreadable", None, None, None)
-                        entry.errors.append(f"PASID directory or table unreadable in the dump: {e}")
+                        entry.errors.append(describe_fault(prog, e, f"{unit.name} PASID directory or table of "
+                                                                    f"{bus:02x}:{devfn >> 3:02x}.{devfn & 7}",
+                                                           physical=True))
                         entries = [entry]
                 else:
                     entries = [_legacy(unit, bus, devfn, (hi, lo), c_hi, c_lo)]
@@ -152,38 +156,49 @@ def _walk_unit(prog: drgn.Program, unit: IommuUnit) -> list[ContextEntry]:
 
 
 def _kernel_view(prog: drgn.Program) -> dict[tuple[int, int, int], tuple[str, str | None, int | None]]:
-    """(segment, bus, devfn) -> (device name, domain type, domain id) from device_domain_info."""
-    from drgn.helpers.linux.xarray import xa_load
-
+    """(segment, bus, devfn) -> (device name, domain type, domain id) from device_domain_info;
+    a device whose own data is unreadable is left out, not the whole view."""
     from dumpkit.target.walk import pci_devices
 
     view = {}
     for _name, pdev in pci_devices(prog)[0]:
-        dev = pdev.dev
-        if dev.type_.has_member("iommu"):           # >= 5.9: dev->iommu->priv
-            if not dev.iommu or not dev.iommu.priv:
-                continue
-            priv = dev.iommu.priv
-        elif dev.type_.has_member("archdata") and dev.archdata.type_.has_member("iommu"):
-            priv = dev.archdata.iommu                # x86 before 5.9
-            if not priv:
-                continue
-        else:
-            raise LookupError("struct device has neither iommu nor archdata.iommu")
-        info = drgn.cast("struct device_domain_info *", priv)
-        name = pdev.dev.kobj.name.string_().decode()
-        dtype = did = None
-        if info.domain:
-            t = info.domain.domain.type.value_()
-            dtype = DOMAIN_TYPES.get(t, f"type {t:#x}")
-            if info.domain.type_.type.has_member("iommu_array"):    # >= 6.0
-                iinfo = xa_load(info.domain.iommu_array.address_of_(), info.iommu.seq_id.value_())
-                if iinfo:
-                    did = drgn.cast("struct iommu_domain_info *", iinfo).did.value_()
-            elif info.domain.type_.type.has_member("iommu_did"):    # before 6.0
-                did = info.domain.iommu_did[info.iommu.seq_id.value_()].value_()
-        view[(info.segment.value_(), info.bus.value_(), info.devfn.value_())] = (name, dtype, did)
+        try:
+            found = _device_view(prog, pdev)
+        except drgn.FaultError:
+            continue        # this device's IOMMU data is lost; the others' are not
+        if found is not None:
+            view[found[0]] = found[1]
     return view
+
+
+def _device_view(prog: drgn.Program, pdev: drgn.Object):
+    """((segment, bus, devfn), (name, domain type, domain id)) of one device, or None."""
+    from drgn.helpers.linux.xarray import xa_load
+
+    dev = pdev.dev
+    if dev.type_.has_member("iommu"):           # >= 5.9: dev->iommu->priv
+        if not dev.iommu or not dev.iommu.priv:
+            return None
+        priv = dev.iommu.priv
+    elif dev.type_.has_member("archdata") and dev.archdata.type_.has_member("iommu"):
+        priv = dev.archdata.iommu                # x86 before 5.9
+        if not priv:
+            return None
+    else:
+        raise LookupError("struct device has neither iommu nor archdata.iommu")
+    info = drgn.cast("struct device_domain_info *", priv)
+    name = pdev.dev.kobj.name.string_().decode()
+    dtype = did = None
+    if info.domain:
+        t = info.domain.domain.type.value_()
+        dtype = DOMAIN_TYPES.get(t, f"type {t:#x}")
+        if info.domain.type_.type.has_member("iommu_array"):    # >= 6.0
+            iinfo = xa_load(info.domain.iommu_array.address_of_(), info.iommu.seq_id.value_())
+            if iinfo:
+                did = drgn.cast("struct iommu_domain_info *", iinfo).did.value_()
+        elif info.domain.type_.type.has_member("iommu_did"):    # before 6.0
+            did = info.domain.iommu_did[info.iommu.seq_id.value_()].value_()
+    return (info.segment.value_(), info.bus.value_(), info.devfn.value_()), (name, dtype, did)
 
 
 def collect_context_entries(prog: drgn.Program, units: list[IommuUnit]) -> list[ContextEntry]:
@@ -197,7 +212,7 @@ def collect_context_entries(prog: drgn.Program, units: list[IommuUnit]) -> list[
         except drgn.FaultError as e:
             bad = ContextEntry(unit.name, unit.segment, 0, 0, bool(unit.scalable_mode), (0, 0), (0, 0),
                                "unreadable", None, None, None)
-            bad.errors.append(f"root table at {unit.root_table:#x} unreadable in the dump: {e}")
+            bad.errors.append(describe_fault(prog, e, f"{unit.name} root table", physical=True))
             entries.append(bad)
     try:
         view = _kernel_view(prog)

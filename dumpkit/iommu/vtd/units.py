@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import drgn
-from dumpkit.target.walk import bounded_list
 from drgn.helpers.linux.mm import virt_to_phys
 
-__all__ = ["IommuUnit", "collect_units", "decode_cap", "decode_ecap", "SAGAW_LEVELS"]
+from dumpkit.target.walk import bounded_list, describe_fault
+
+__all__ = ["IommuUnit", "UnitUnreadable", "collect_units", "decode_cap", "decode_ecap", "SAGAW_LEVELS"]
 
 SAGAW_LEVELS = {1: "3-level (39-bit)", 2: "4-level (48-bit)", 3: "5-level (57-bit)"}
 VTD_FLAG_TRANS_PRE_ENABLED, VTD_FLAG_IRQ_REMAP_PRE_ENABLED = 1 << 0, 1 << 1
@@ -40,6 +41,12 @@ def decode_ecap(ecap: int) -> dict:
         "second_level": bool(ecap & (1 << 46)),
         "pasid": bool(ecap & (1 << 40)),
     }
+
+
+class UnitUnreadable(LookupError):
+    """A DRHD unit whose kernel structures cannot be read: the message names them and the
+    page of the dump. Without every unit the scopes are unknown, so no device's
+    translation can be told."""
 
 
 @dataclass
@@ -113,43 +120,54 @@ def collect_units(prog: drgn.Program) -> list[IommuUnit]:
         return []
     units = []
     for drhd in bounded_list(head.address_of_(), "struct dmar_drhd_unit", "list", "dmar_drhd_units", 4096):
-        iommu = drhd.iommu
-        if not iommu:
-            continue
-        unknown: dict[str, str] = {}
-        cap, ecap = iommu.cap.value_(), iommu.ecap.value_()
-        flags = iommu.flags.value_() if iommu.type_.type.has_member("flags") else 0
-        gcmd = iommu.gcmd.value_()
-        root = None
-        if iommu.root_entry:
-            root = virt_to_phys(prog, iommu.root_entry).value_()
-        ndoms = 1 << (4 + 2 * (cap & 7))
-        domain_ids = copied = None
-        if iommu.type_.type.has_member("domain_ids") and iommu.domain_ids:
-            try:
-                domain_ids = _bitmap(prog, iommu.domain_ids, ndoms)
-            except drgn.FaultError as e:
-                unknown["domain_ids_in_use"] = f"bitmap unreadable: {e}"
-        else:
-            unknown["domain_ids_in_use"] = "no domain_ids bitmap in this kernel (an IDA since 6.16)"
-        if iommu.type_.type.has_member("copied_tables"):
-            if iommu.copied_tables:
-                try:
-                    copied = [(b >> 8, b & 0xFF) for b in _bitmap(prog, iommu.copied_tables, 1 << 16)]
-                except drgn.FaultError as e:
-                    unknown["copied_tables"] = f"bitmap unreadable: {e}"
-            else:
-                copied = []
-        else:
-            unknown["copied_tables"] = "kernel before 6.0 marks copied context entries with bit 67 instead"
-        units.append(IommuUnit(
-            name=iommu.name.string_().decode(), seq_id=iommu.seq_id.value_(),
-            segment=drhd.segment.value_(), register_base=drhd.reg_base_addr.value_(),
-            include_all=bool(drhd.include_all), ignored=bool(drhd.ignored), device_scope=_scope(drhd),
-            cap=cap, ecap=ecap, cap_decoded=decode_cap(cap), ecap_decoded=decode_ecap(ecap), gcmd=gcmd,
-            translation_on=bool(gcmd & DMA_GCMD_TE), irq_remapping_on=bool(gcmd & DMA_GCMD_IRE),
-            translation_pre_enabled=bool(flags & VTD_FLAG_TRANS_PRE_ENABLED),
-            irq_remapping_pre_enabled=bool(flags & VTD_FLAG_IRQ_REMAP_PRE_ENABLED),
-            scalable_mode=scalable_mode_in_use(prog, ecap), root_table=root, agaw=iommu.agaw.value_(),
-            domain_ids_in_use=domain_ids, copied_tables=copied, unknown=unknown))
+        try:
+            unit = _unit(prog, drhd)
+        except drgn.FaultError as e:
+            raise UnitUnreadable(describe_fault(prog, e, f"DMAR unit (struct dmar_drhd_unit @{drhd.value_():#x} "
+                                                         "and its struct intel_iommu)")) from None
+        if unit is not None:
+            units.append(unit)
     return units
+
+
+def _unit(prog: drgn.Program, drhd: drgn.Object) -> IommuUnit | None:
+    """One unit; None for a DRHD without an intel_iommu."""
+    iommu = drhd.iommu
+    if not iommu:
+        return None
+    unknown: dict[str, str] = {}
+    cap, ecap = iommu.cap.value_(), iommu.ecap.value_()
+    flags = iommu.flags.value_() if iommu.type_.type.has_member("flags") else 0
+    gcmd = iommu.gcmd.value_()
+    root = None
+    if iommu.root_entry:
+        root = virt_to_phys(prog, iommu.root_entry).value_()
+    ndoms = 1 << (4 + 2 * (cap & 7))
+    domain_ids = copied = None
+    if iommu.type_.type.has_member("domain_ids") and iommu.domain_ids:
+        try:
+            domain_ids = _bitmap(prog, iommu.domain_ids, ndoms)
+        except drgn.FaultError as e:
+            unknown["domain_ids_in_use"] = f"bitmap unreadable: {e}"
+    else:
+        unknown["domain_ids_in_use"] = "no domain_ids bitmap in this kernel (an IDA since 6.16)"
+    if iommu.type_.type.has_member("copied_tables"):
+        if iommu.copied_tables:
+            try:
+                copied = [(b >> 8, b & 0xFF) for b in _bitmap(prog, iommu.copied_tables, 1 << 16)]
+            except drgn.FaultError as e:
+                unknown["copied_tables"] = f"bitmap unreadable: {e}"
+        else:
+            copied = []
+    else:
+        unknown["copied_tables"] = "kernel before 6.0 marks copied context entries with bit 67 instead"
+    return IommuUnit(
+        name=iommu.name.string_().decode(), seq_id=iommu.seq_id.value_(),
+        segment=drhd.segment.value_(), register_base=drhd.reg_base_addr.value_(),
+        include_all=bool(drhd.include_all), ignored=bool(drhd.ignored), device_scope=_scope(drhd),
+        cap=cap, ecap=ecap, cap_decoded=decode_cap(cap), ecap_decoded=decode_ecap(ecap), gcmd=gcmd,
+        translation_on=bool(gcmd & DMA_GCMD_TE), irq_remapping_on=bool(gcmd & DMA_GCMD_IRE),
+        translation_pre_enabled=bool(flags & VTD_FLAG_TRANS_PRE_ENABLED),
+        irq_remapping_pre_enabled=bool(flags & VTD_FLAG_IRQ_REMAP_PRE_ENABLED),
+        scalable_mode=scalable_mode_in_use(prog, ecap), root_table=root, agaw=iommu.agaw.value_(),
+        domain_ids_in_use=domain_ids, copied_tables=copied, unknown=unknown)
