@@ -12,7 +12,7 @@ import sys
 import drgn
 
 from dumpkit.rings import ahci, e1000, e1000e, megaraid_sas, nvme, pvscsi, virtio, vmxnet3, xhci
-from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder, RingEvidence
+from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder, RingEvidence, read_trail
 from dumpkit.target.debuginfo import module_debug_status
 
 __all__ = ["RingEvidence", "QueueEvidence", "DmaBuffer", "RingDecoder", "decoders", "decoder_for",
@@ -102,8 +102,14 @@ def ring_evidence(prog: drgn.Program, pdev: drgn.Object, translate=None) -> Ring
     :param translate: optional ``iova -> physical address or None`` for the device
         (its IOMMU mappings); without it DMA addresses are taken as physical
     """
+    from dumpkit.target.walk import describe_fault
+
     name = pdev.dev.kobj.name.string_().decode()
-    driver = _driver(pdev)
+    try:
+        driver = _driver(pdev)
+    except drgn.FaultError as e:
+        return RingEvidence(name, None, "error", note=describe_fault(prog, e, f"the driver of {name}"),
+                            sources=[f"struct pci_dev {name} @{pdev.value_():#x}"])
     decoder = decoder_for(driver)
     if decoder is None:
         return RingEvidence(name, driver, "no ring decoder",
@@ -112,16 +118,43 @@ def ring_evidence(prog: drgn.Program, pdev: drgn.Object, translate=None) -> Ring
     reason = _missing_module(prog, decoder)
     if reason:
         return RingEvidence(name, driver, "no debug info", note=reason, decoder=label)
+    trail: list = [(f"struct pci_dev {name}", pdev.value_(), drgn.sizeof(pdev.type_.type))]
+    token = read_trail().set(trail)
     try:
         queues = decoder.decode(prog, pdev)
+    except drgn.FaultError as e:
+        return RingEvidence(name, driver, "error", note=describe_fault(prog, e, _holder(trail, e)), decoder=label,
+                            sources=_sources(trail))
     except READ_ERRORS as e:
-        return RingEvidence(name, driver, "error", note=f"{type(e).__name__}: {e}", decoder=label)
+        return RingEvidence(name, driver, "error", note=f"{type(e).__name__}: {e}", decoder=label,
+                            sources=_sources(trail))
+    finally:
+        read_trail().reset(token)
+    sources = _sources(trail)
     if not queues:
-        return RingEvidence(name, driver, "not set up", note="driver bound but no rings allocated", decoder=label)
-    pages = set()
+        return RingEvidence(name, driver, "not set up", note="driver bound but no rings allocated", decoder=label,
+                            sources=sources)
+    pages, unresolved = set(), 0
     for q in queues:
         for addr in q.dma_addresses:
             phys = translate(addr) if translate else addr
             if phys is not None:
                 pages.add(phys & ~0xFFF)
-    return RingEvidence(name, driver, "decoded", queues, phys_pages=sorted(pages), decoder=label)
+            else:
+                unresolved += 1
+    return RingEvidence(name, driver, "decoded", queues, phys_pages=sorted(pages), decoder=label,
+                        sources=sources, unresolved=unresolved)
+
+
+def _sources(trail: list) -> list[str]:
+    return list(dict.fromkeys(f"{label} @{addr:#x}" for label, addr, _size in trail))
+
+
+def _holder(trail: list, e: drgn.FaultError) -> str:
+    """The recorded object the failed read fell in (the latest that holds the address),
+    else the last one read: what the unreadable page held."""
+    addr = getattr(e, "address", None)
+    for label, start, size in reversed(trail):
+        if addr is not None and start <= addr < start + size:
+            return label
+    return f"driver state read after {trail[-1][0]}" if trail else "driver state"

@@ -5,12 +5,42 @@ third-party decoders register one through the ``dumpkit.rings`` entry-point grou
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import drgn
 
-__all__ = ["RingEvidence", "QueueEvidence", "DmaBuffer", "RingDecoder"]
+__all__ = ["RingEvidence", "QueueEvidence", "DmaBuffer", "RingDecoder", "reads", "read_trail"]
+
+# (label, address, size) of each kernel object a decoder said it reads, in order
+_TRAIL: contextvars.ContextVar[list | None] = contextvars.ContextVar("dumpkit_ring_trail", default=None)
+
+
+def reads(label: str, obj: drgn.Object | int, size: int | None = None) -> None:
+    """Record that the running decoder reads a kernel object, so the verdict can name
+    what it read and, when a read fails, which object the page held.
+
+    :param obj: a pointer (its target is the object) or an address with ``size``
+    """
+    trail = _TRAIL.get()
+    if trail is None:
+        return
+    if isinstance(obj, drgn.Object):
+        addr = obj.value_()
+        if size is None:
+            try:
+                size = drgn.sizeof(obj.type_.type)
+            except (TypeError, AttributeError, ValueError):
+                size = 1
+    else:
+        addr = obj
+    trail.append((label, addr, size or 1))
+
+
+def read_trail() -> contextvars.ContextVar:
+    """The context variable :func:`reads` appends to (set by the caller of a decoder)."""
+    return _TRAIL
 
 
 @dataclass
@@ -24,13 +54,16 @@ class QueueEvidence:
     driver_index: int | None = None
     device_index: int | None = None
     dma_addresses: list[int] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
 
 
 @dataclass
 class RingEvidence:
     """Evidence for one endpoint. ``status`` is "decoded", "no ring decoder", "not set up"
     (driver bound but rings absent), "no debug info" (the driver's module has none: the
-    note says what to install) or "error". ``decoder`` names the decoder and its version."""
+    note says what to install) or "error" (the note names the object that was unreadable).
+    ``decoder`` names the decoder and its version; ``sources`` the kernel objects it read;
+    ``unresolved`` counts completions whose buffer address could not be translated."""
 
     device: str
     driver: str | None
@@ -39,6 +72,8 @@ class RingEvidence:
     note: str = ""
     phys_pages: list[int] = field(default_factory=list)
     decoder: str | None = None
+    sources: list[str] = field(default_factory=list)
+    unresolved: int = 0
 
     @property
     def unprocessed(self) -> int | None:

@@ -6,7 +6,7 @@ import struct
 
 import drgn
 
-from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder
+from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder, reads
 
 __all__ = ["decode_e1000e", "e1000e_adapter", "e1000e_buffers", "DECODER"]
 
@@ -23,6 +23,7 @@ def e1000e_adapter(prog: drgn.Program, pdev: drgn.Object) -> tuple[drgn.Object, 
     netdev = drgn.cast("struct net_device *", pdev.dev.driver_data)
     if not netdev:
         return None
+    reads("struct net_device", netdev)
     try:
         adapter_t = prog.type("struct e1000_adapter", "e1000e/e1000.h")
     except LookupError:
@@ -35,10 +36,16 @@ def decode_e1000e(prog: drgn.Program, pdev: drgn.Object) -> list[QueueEvidence]:
     if found is None:
         return []
     netdev, adapter = found
+    reads("struct e1000_adapter", adapter)
     ring = adapter.rx_ring
-    if not ring or not ring.desc or not ring.count:
+    if not ring:
+        return []
+    reads("struct e1000_ring rx_ring", ring)
+    if not ring.desc or not ring.count:
         return []
     count, clean = ring.count.value_(), ring.next_to_clean.value_()
+    reads("e1000e RX descriptor ring", ring.desc.value_(), count * DESC_SIZE)
+    reads("e1000e rx buffer_info array", ring.buffer_info.value_(), count * drgn.sizeof(ring.buffer_info[0]))
     raw = prog.read(ring.desc.value_(), count * DESC_SIZE)
     unprocessed, addrs, i = 0, [], clean
     # The extended write-back format puts status_error in the upper half; DD set means

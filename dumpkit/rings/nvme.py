@@ -7,7 +7,7 @@ import struct
 
 import drgn
 
-from dumpkit.rings.base import QueueEvidence, RingDecoder
+from dumpkit.rings.base import QueueEvidence, RingDecoder, reads
 
 __all__ = ["decode_nvme", "DECODER"]
 
@@ -16,14 +16,19 @@ CQE_SIZE = 16
 
 def decode_nvme(prog: drgn.Program, pdev: drgn.Object) -> list[QueueEvidence]:
     dev = drgn.cast("struct nvme_dev *", pdev.dev.driver_data)
-    if not dev or not dev.queues:
+    if not dev:
+        return []
+    reads("struct nvme_dev", dev)
+    if not dev.queues:
         return []
     out = []
     for qid in range(dev.online_queues.value_()):
+        reads(f"struct nvme_queue {qid}", dev.queues[qid].address_of_())
         q = dev.queues[qid]
         if not q.cqes:
             continue
         depth, head, phase = q.q_depth.value_(), q.cq_head.value_(), q.cq_phase.value_()
+        reads(f"nvme completion queue {qid}", q.cqes.value_(), depth * CQE_SIZE)
         raw = prog.read(q.cqes.value_(), depth * CQE_SIZE)
         n, i, p = 0, head, phase
         while n < depth:

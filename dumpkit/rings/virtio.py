@@ -7,7 +7,7 @@ import drgn
 
 from dumpkit.target.walk import bounded_list
 
-from dumpkit.rings.base import QueueEvidence, RingDecoder
+from dumpkit.rings.base import QueueEvidence, RingDecoder, reads
 
 __all__ = ["decode_virtio", "virtio_bypasses_iommu", "DECODER"]
 
@@ -29,17 +29,21 @@ def decode_virtio(prog: drgn.Program, pdev: drgn.Object) -> list[QueueEvidence]:
     vp_dev = drgn.cast("struct virtio_pci_device *", pdev.dev.driver_data)
     if not vp_dev:
         return []
+    reads("struct virtio_pci_device", vp_dev)
     vring_vq = prog.type("struct vring_virtqueue")
     out = []
     for vq in bounded_list(vp_dev.vdev.vqs.address_of_(), "struct virtqueue", "list", "a virtio device's queues",
                            4096):
         vvq = drgn.container_of(vq, vring_vq, "vq")
+        reads("struct vring_virtqueue", vvq)
         name = vq.name.string_().decode()
         if vvq.type_.type.has_member("packed_ring") and vvq.packed_ring:
             out.append(QueueEvidence(f"{name} (packed ring: not decoded)", 0, 0))
             continue
         vring = vvq.split.vring
         num = vring.num.value_()
+        reads(f"virtio {name} used ring", vring.used.value_(), 4 + num * 8)
+        reads(f"virtio {name} descriptor table", vring.desc.value_(), num * 16)
         used_idx = vring.used.idx.value_()
         last = vvq.last_used_idx.value_() & 0xFFFF
         n = (used_idx - last) & 0xFFFF
