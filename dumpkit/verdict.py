@@ -33,11 +33,14 @@ class CaptureMismatch(InputError):
 @dataclass
 class Claim:
     """True, False, or None for unknown; ``evidence`` says why either way. A claim that
-    does not apply (a reset cannot stop DMA that did not happen) has ``applicable`` False."""
+    does not apply (a reset cannot stop DMA that did not happen) has ``applicable`` False.
+    ``sources`` names what the claim was read from (kernel objects with their addresses,
+    IOMMU tables with their physical pages, capture logs), so a damaged one can be named."""
 
     value: bool | None
     evidence: list[str] = field(default_factory=list)
     applicable: bool = True
+    sources: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         word = "n/a" if not self.applicable else {True: "yes", False: "no", None: "unknown"}[self.value]
@@ -60,6 +63,7 @@ class EndpointVerdict:
     vendor: int | None = None
     device: int | None = None
     decoder: str | None = None
+    unreadable: str | None = None       # why the dump lost this function's struct pci_dev
 
     @property
     def summary(self) -> str:
@@ -149,6 +153,15 @@ def _crashkernel(prog: drgn.Program) -> tuple[int, int] | None:
 def _could_dma(dev, entry, mapping, bypass: bool | None, bypass_why: str, have_iommu: bool) -> Claim:
     """The PCI state (driver, enable, Bus Master up to the root, power), then what the
     IOMMU lets the device reach."""
+    claim = _could_dma_claim(dev, entry, mapping, bypass, bypass_why, have_iommu)
+    if dev.pdev_address is not None:
+        claim.sources.append(f"struct pci_dev {dev.bdf} @{dev.pdev_address:#x}")
+    if have_iommu and not bypass:
+        claim.sources += (entry.sources if entry is not None else []) + (mapping.sources if mapping else [])
+    return claim
+
+
+def _could_dma_claim(dev, entry, mapping, bypass: bool | None, bypass_why: str, have_iommu: bool) -> Claim:
     if dev.driver is None:
         ev = ["no driver bound; the kernel's Bus Master flag is software state and firmware may have left "
               "the device mastering"]
@@ -185,8 +198,11 @@ def _could_dma(dev, entry, mapping, bypass: bool | None, bypass_why: str, have_i
         claim.evidence.append(f"IOMMU {entry.translation}: all memory reachable"
                               + (f" ({reason})" if reason else ""))
     elif mapping is not None and mapping.summary.get("writable_bytes"):
-        claim.evidence.append(f"{mapping.summary['writable_bytes']} bytes writable through the IOMMU in "
+        least = "at least " if mapping.errors else ""
+        claim.evidence.append(f"{least}{mapping.summary['writable_bytes']} bytes writable through the IOMMU in "
                               f"{mapping.summary['ranges']} ranges")
+        if mapping.errors:
+            claim.evidence.append(f"some of its IOMMU page tables are unreadable: {mapping.errors[0]}")
     elif mapping is not None and mapping.errors:
         if claim.value is not False:
             claim.value = None
@@ -294,10 +310,7 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
                                    "crashed kernel never processed: observed in its memory; that the device "
                                    "posted them at or after the crash is inferred (the kernel processes "
                                    "completions as they come)"])
-                if ring.phys_pages:
-                    did.evidence.append(f"landed in {len(ring.phys_pages)} physical pages")
-                elif entry is not None and entry.translation == "unknown":
-                    did.evidence.append("where they landed is unknown: the IOMMU tables are unreadable")
+                did.evidence += _landed_evidence(ring, entry, m)
             else:
                 did = Claim(False, ["no evidence: every ring fully processed by the crashed kernel"])
         elif ring.status == "not set up":
@@ -316,6 +329,14 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
             did = Claim(None, [ring.note, shown])
         else:
             did = Claim(None, [ring.note or ring.status])
+            if could.value is None and ring.status == "no ring decoder" and any("unreadable" in x
+                                                                               for x in could.evidence):
+                # "no evidence" would follow from "could not DMA", which the lost page hides
+                did.evidence.append("whether it could DMA is unknown: " + could.evidence[-1])
+                did.sources += could.sources
+        if ring is not None:
+            did.sources += list(ring.sources) + (m.sources if m is not None and not untranslated and
+                                                ring.status == "decoded" and ring.queues else [])
         # hit the capture kernel
         faults = faults_by_dev.get(dev.bdf, [])
         suppressed = sum(f.detail.get("suppressed", 0) for f in capture_faults if f.kind == "callbacks-suppressed")
@@ -368,11 +389,69 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
             stopped = Claim(False, ["no reset line for its ports in the capture log"])
         else:
             stopped = Claim(None, ["no capture-kernel log given"])
+        hit.sources = list(texts) + ([str(capture_dump.path)] if copied is not None else [])
+        stopped.sources = list(texts)
         out.append(EndpointVerdict(dev.bdf, name, dev.driver, could, did, hit, stopped, completions,
                                    len(faults), ports, ring.phys_pages if ring else [], dev.vendor, dev.device,
                                    ring.decoder if ring else None))
+    out += _unreadable_endpoints(prog, tree, pdevs)
     return Verdicts(out, list(texts), str(capture_dump.path) if capture_dump else None,
                     sorted(reset), not_reset, errors, warnings, state.vendor, checks)
+
+
+def _landed_evidence(ring, entry, mapping) -> list[str]:
+    """Where the completions' buffers landed, and how many of them cannot be placed (their
+    IOMMU tables unreadable): never a smaller count passed off as the whole."""
+    out = []
+    if ring.phys_pages:
+        out.append(f"landed in {len(ring.phys_pages)} physical pages"
+                   + (f" (the buffers of {ring.unresolved} completions not placed)" if ring.unresolved else ""))
+    if entry is not None and entry.translation == "unknown":
+        out.append(f"where they landed is unknown: the IOMMU tables are unreadable ({'; '.join(entry.errors)})")
+    elif ring.unresolved and mapping is not None and mapping.errors:
+        out.append(f"where {ring.unresolved} of them landed is unknown: its IOMMU page tables are unreadable "
+                   f"({mapping.errors[0]})")
+    elif ring.unresolved:
+        out.append(f"the buffers of {ring.unresolved} of them are not mapped in its IOMMU page tables")
+    return out
+
+
+def _unreadable_endpoints(prog: drgn.Program, tree, pdevs: dict) -> list[EndpointVerdict]:
+    """Functions on the kernel's device list that the PCI view could not read: every claim
+    unknown, naming the object, rather than the function silently missing from the verdict."""
+    from dumpkit.target.walk import describe_fault, unreadable_pci_devices
+
+    lost: list[tuple[str, int, str, str | None]] = []
+    for bdf, pdev in pdevs.items():
+        if tree.get(bdf) is not None:
+            continue
+        addr, driver = pdev.value_(), None
+        try:
+            if pdev.subordinate or pdev.member_("class").value_() >> 8 == 0x0600:
+                continue                # a bridge or the host bridge: not judged
+            drv = pdev.dev.driver
+            driver = drv.name.string_().decode() if drv else None
+            try:
+                pdev.bus.number.value_()
+            except drgn.FaultError as e:
+                lost.append((bdf, addr, describe_fault(prog, e, f"struct pci_bus @{pdev.bus.value_():#x} of {bdf}"),
+                             driver))
+                continue
+            why = next((err for err in getattr(tree, "errors", []) if f"{addr:#x}" in err),
+                       f"struct pci_dev {bdf} @{addr:#x} could not be read whole")
+        except drgn.FaultError as e:
+            why = describe_fault(prog, e, f"struct pci_dev {bdf} @{addr:#x} or what it points to")
+        lost.append((bdf, addr, why, driver))
+    for addr, why in unreadable_pci_devices(prog):
+        lost.append((f"?@{addr:#x}", addr, why, None))
+    out = []
+    for bdf, addr, why, driver in lost:
+        def unknown(addr=addr, why=why) -> Claim:
+            return Claim(None, [why], sources=[f"struct pci_dev @{addr:#x}"])
+
+        out.append(EndpointVerdict(bdf, "PCI function (struct pci_dev unreadable)", driver, unknown(), unknown(),
+                                   unknown(), unknown(), unreadable=why))
+    return out
 
 
 def state_lookup(mapping, iova: int):
