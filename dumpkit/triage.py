@@ -29,10 +29,13 @@ __all__ = ["COLUMNS", "FORMATS", "RowWriter", "analyse", "check_output", "find_d
 DUMP_MAGICS = (b"KDUMP   ", b"\x7fELF", b"makedumpfile\0")
 KIND_CRASH = "crash"
 KIND_CAPTURE = "capture-state dump"
+KIND_NOT_A_DUMP = "not a dump"
+# claim counts are endpoints with "yes"; *_unknown counts those the dump cannot tell
 COLUMNS = ["path", "kind", "status", "error", "kernel_release", "build_id", "crash_time", "panic",
            "capture_kernel", "crash_dump", "capture_log", "endpoints", "could_dma", "dma_after_crash",
            "hit_capture_kernel", "stopped_by_reset", "faults", "post_crash_completions", "ports_reset",
-           "dma_after_crash_devices", "seconds"]
+           "dma_after_crash_devices", "could_dma_unknown", "dma_after_crash_unknown", "hit_capture_kernel_unknown",
+           "stopped_by_reset_unknown", "unreadable", "seconds"]
 FORMATS = ("csv", "json", "jsonl", "parquet")
 
 
@@ -118,21 +121,29 @@ def analyse(path: str, debuginfo: str | Sequence[str] | None = None, debuginfod:
         return row, None, dump
     logs = find_capture_logs(dump.path)
     v = judge(dump, logs)
-    eps = v.endpoints
-    row.update({
-        "capture_log": ",".join(str(x) for x in logs) or None,
-        "endpoints": len(eps),
-        "could_dma": sum(1 for e in eps if e.could_dma.value),
-        "dma_after_crash": sum(1 for e in eps if e.did_dma_after_crash.value),
-        "hit_capture_kernel": sum(1 for e in eps if e.hit_capture_kernel.value),
-        "stopped_by_reset": sum(1 for e in eps if e.stopped_by_reset.value),
-        "faults": sum(e.faults for e in eps),
-        "post_crash_completions": sum(e.post_crash_completions or 0 for e in eps),
-        "ports_reset": len(v.ports_reset),
-        "dma_after_crash_devices": ",".join(f"{e.bdf}[{e.driver}]" for e in eps if e.did_dma_after_crash.value),
-        "seconds": round(time.monotonic() - start, 3),
-    })
+    row.update(verdict_counts(v))
+    row.update({"capture_log": ",".join(str(x) for x in logs) or None,
+                "seconds": round(time.monotonic() - start, 3)})
     return row, v, dump
+
+
+def verdict_counts(v) -> dict:
+    """A dump's row from its verdicts: per claim the endpoints with "yes" and those the
+    dump cannot tell, never an unknown counted as "no" or 0. ``post_crash_completions``
+    is None when any decoded device's rings could not be read; ``unreadable`` names what
+    the dump lost."""
+    eps = v.endpoints
+    row = {"endpoints": len(eps), "faults": sum(e.faults for e in eps), "ports_reset": len(v.ports_reset),
+           "dma_after_crash_devices": ",".join(f"{e.bdf}[{e.driver}]" for e in eps if e.did_dma_after_crash.value)}
+    for column, claim in (("could_dma", "could_dma"), ("dma_after_crash", "did_dma_after_crash"),
+                          ("hit_capture_kernel", "hit_capture_kernel"), ("stopped_by_reset", "stopped_by_reset")):
+        claims = [getattr(e, claim) for e in eps]
+        row[column] = sum(1 for c in claims if c.value)
+        row[column + "_unknown"] = sum(1 for c in claims if c.value is None and c.applicable)
+    lost = any(e.unreadable or (e.decoder and e.did_dma_after_crash.value is None) for e in eps)
+    row["post_crash_completions"] = None if lost else sum(e.post_crash_completions or 0 for e in eps)
+    row["unreadable"] = "; ".join(v.errors) or None
+    return row
 
 
 def triage_one(path: str, debuginfo: str | Sequence[str] | None = None, debuginfod: bool = False) -> dict:
@@ -150,15 +161,24 @@ def _worker(path: str, debuginfo, debuginfod: bool, conn) -> None:
     # Ctrl-C goes to the whole process group: the parent decides, workers just get killed
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from dumpkit.errors import DumpkitError
+    from dumpkit.target.corefile import NotADump
 
     try:
         row = triage_one(path, debuginfo, debuginfod)
+    except NotADump as e:
+        row = not_a_dump_row(path, e)
     except DumpkitError as e:
         row = {"path": path, "status": "error", "error": str(e)}
     except Exception as e:  # an analysis bug must not take the batch down
         row = {"path": path, "status": "error", "error": f"internal error: {type(e).__name__}: {e}"}
     conn.send(row)
     conn.close()
+
+
+def not_a_dump_row(path, e: Exception) -> dict:
+    """The row of a file that is no kernel dump: its own kind, so it is neither a crash nor
+    lost among failed dumps."""
+    return {"path": str(path), "kind": KIND_NOT_A_DUMP, "status": "error", "error": f"not a dump: {e}"}
 
 
 def _context():

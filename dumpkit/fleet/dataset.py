@@ -27,16 +27,18 @@ DUMPS_SCHEMA = pa.schema([
     ("crash_time", S), ("panic", S), ("capture_kernel", B),
     ("endpoints", I), ("could_dma", I), ("dma_after_crash", I), ("hit_capture_kernel", I),
     ("stopped_by_reset", I), ("faults", I), ("post_crash_completions", I), ("ports_reset", I),
-    ("dma_after_crash_devices", S), ("capture_log", S), ("capture_log_match", S), ("warnings", S),
+    ("dma_after_crash_devices", S), ("could_dma_unknown", I), ("dma_after_crash_unknown", I),
+    ("hit_capture_kernel_unknown", I), ("stopped_by_reset_unknown", I), ("unreadable", S), ("capture_log", S), ("capture_log_match", S), ("warnings", S),
     ("iommu", S), ("worker", S), ("seconds", F), ("analysed_at", S),
 ])
 ENDPOINTS_SCHEMA = pa.schema([
     ("dump_sha256", S), ("dumpkit_version", S), ("path", S), ("kernel_release", S),
     ("bdf", S), ("vendor_device", S), ("name", S), ("driver", S),
-    ("could_dma", B), ("could_dma_evidence", S),
-    ("did_dma_after_crash", B), ("did_dma_after_crash_evidence", S),
-    ("hit_capture_kernel", B), ("hit_capture_kernel_evidence", S),
+    ("could_dma", B), ("could_dma_evidence", S), ("could_dma_sources", S),
+    ("did_dma_after_crash", B), ("did_dma_after_crash_evidence", S), ("did_dma_after_crash_sources", S),
+    ("hit_capture_kernel", B), ("hit_capture_kernel_evidence", S), ("hit_capture_kernel_sources", S),
     ("stopped_by_reset", B), ("stopped_by_reset_applicable", B), ("stopped_by_reset_evidence", S),
+    ("stopped_by_reset_sources", S),
     ("post_crash_completions", I), ("faults", I), ("decoder", S), ("reset_ports", S), ("summary", S),
 ])
 

@@ -67,6 +67,7 @@ def endpoint_rows(verdicts) -> list[dict]:
                "stopped_by_reset_applicable": e.stopped_by_reset.applicable}
         for name in ("could_dma", "did_dma_after_crash", "hit_capture_kernel", "stopped_by_reset"):
             row[name], row[name + "_evidence"] = _claim(getattr(e, name))
+            row[name + "_sources"] = "; ".join(getattr(e, name).sources) or None
         out.append(row)
     return out
 
@@ -82,8 +83,8 @@ def analyse_for_fleet(path: str, index=None, debuginfo: Sequence[str] | None = N
     """
     from dumpkit.errors import DumpkitError
     from dumpkit.fleet.debugindex import dump_identity
-    from dumpkit.target.corefile import inspect_core_file
-    from dumpkit.triage import analyse
+    from dumpkit.target.corefile import NotADump, inspect_core_file
+    from dumpkit.triage import analyse, not_a_dump_row
 
     start = time.monotonic()
     row: dict = {"path": str(path), "directory": str(Path(path).parent.resolve()), "status": "ok",
@@ -112,6 +113,8 @@ def analyse_for_fleet(path: str, index=None, debuginfo: Sequence[str] | None = N
                 or None
             row["warnings"] = "; ".join(verdicts.warnings + verdicts.errors) or None
             row["iommu"] = verdicts.iommu
+    except NotADump as e:
+        row.update(not_a_dump_row(path, e))
     except DumpkitError as e:
         row.update(status="error", error=str(e))
     except Exception as e:  # an analysis bug must not take the batch down
