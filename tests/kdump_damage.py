@@ -10,7 +10,8 @@ import struct
 from pathlib import Path
 
 PAGE_DESC = struct.Struct("<qIIQ")      # offset, size, flags, page_flags
-DUMP_DH_COMPRESSED = 0x1 | 0x2 | 0x4 | 0x20   # zlib, lzo, snappy, zstd
+DUMP_DH_COMPRESSED_ZLIB = 0x1
+DUMP_DH_COMPRESSED = DUMP_DH_COMPRESSED_ZLIB | 0x2 | 0x4 | 0x20   # zlib, lzo, snappy, zstd
 
 
 def _layout(f) -> dict:
@@ -48,19 +49,21 @@ def page_descriptor(path: Path, phys: int) -> tuple[int, int, int, int] | None:
 
 
 def damage_page(src: Path, dst: Path, phys: int) -> None:
-    """Copy src to dst with the page holding ``phys`` made undecompressable.
+    """Copy src to dst with the page holding ``phys`` made undecompressable. A page stored
+    uncompressed gets its descriptor marked zlib-compressed as well (a flipped byte alone
+    would change its data silently instead of failing).
 
-    :raises ValueError: the page is not in the dump, or is stored uncompressed (a flipped
-        byte there would change data silently instead of failing)
+    :raises ValueError: the page is not in the dump
     """
     shutil.copy(src, dst)
     found = page_descriptor(dst, phys)
     if found is None:
         raise ValueError(f"page {phys:#x} is not in {src}")
-    _pos, offset, size, flags = found
-    if not flags & DUMP_DH_COMPRESSED:
-        raise ValueError(f"page {phys:#x} is stored uncompressed in {src}")
+    pos, offset, size, flags = found
     with open(dst, "r+b") as f:
+        if not flags & DUMP_DH_COMPRESSED:
+            f.seek(pos)
+            f.write(PAGE_DESC.pack(offset, size, DUMP_DH_COMPRESSED_ZLIB, 0))
         # zlib: the 2-byte header and the first deflate block header decide everything
         for at in (offset, offset + 1, offset + 2):
             f.seek(at)
