@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dumpkit.errors import AnalysisError, DumpkitError, InputError, OutputError
+from dumpkit.palette import series_style
 
 __all__ = [
     "BEFORE_AFTER",
@@ -181,8 +182,9 @@ def plot_timeline(events: list[dict], ax=None, title: str | None = None):
     sides = list(dict.fromkeys(e["side"] for e in timed))
     for i, side in enumerate(sides):
         mine = [e for e in timed if e["side"] == side]
-        ax.scatter([e["time"] for e in mine], [kinds.index(e["event"]) for e in mine], s=50,
-                   marker="ox^s"[i % 4], label=side or "capture kernel")
+        style = series_style(i)     # the shared palette: lightness and marker shape per side
+        ax.scatter([e["time"] for e in mine], [kinds.index(e["event"]) for e in mine], s=50, marker=style.marker,
+                   c=[style.face], edgecolors="black", linewidths=0.8, label=side or "capture kernel")
     ax.set_yticks(range(len(kinds)), kinds)
     ax.invert_yaxis()   # earliest kind of event on top
     ax.set_xlabel("capture kernel time (s since boot)")
@@ -404,7 +406,7 @@ def render_report(source: PathLike, output: PathLike, notebook: str | None = Non
                   capture_log: PathLike | Sequence[PathLike] | None = None,
                   debuginfo: PathLike | Sequence[PathLike] | None = None,
                   after: PathLike | None = None,
-                  after_capture_log: PathLike | Sequence[PathLike] | None = None) -> str:
+                  after_capture_log: PathLike | Sequence[PathLike] | None = None, progress: bool = False) -> str:
     """Run a shipped notebook on a dump and write it as HTML with its provenance first.
 
     Without ``after`` the single-dump notebook (:data:`SINGLE_DUMP`) reports ``source``
@@ -419,6 +421,7 @@ def render_report(source: PathLike, output: PathLike, notebook: str | None = Non
     :param debuginfo: debug files or directories for :func:`dumpkit.open`
     :param after: a second dump, the "after" side of a comparison
     :param after_capture_log: as ``capture_log``, for ``after``
+    :param progress: show papermill's progress bar over the notebook's cells on stderr
     :return: the output path
     :raises DumpkitError: with the class (exit code) of what failed
     """
@@ -453,7 +456,7 @@ def render_report(source: PathLike, output: PathLike, notebook: str | None = Non
             executed = Path(tmp) / "executed.ipynb"
             try:
                 papermill.execute_notebook(str(nb_path), str(executed), parameters=params, cwd=tmp,
-                                           kernel_name="python3", progress_bar=False, log_output=False,
+                                           kernel_name="python3", progress_bar=progress, log_output=False,
                                            kernel_manager_class=_kernel_manager_class())
             except BaseException as e:
                 pending[0].shutdown(wait=False, cancel_futures=True)

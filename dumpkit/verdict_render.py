@@ -10,21 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dumpkit.palette import BRIDGE, NOT_JUDGED, VERDICT_STYLES, Style, verdict_style
 from dumpkit.verdict import EndpointVerdict, Verdicts
 
-__all__ = ["CLAIMS", "COMPARE_WIDTH", "ClaimChange", "Comparison", "DumpSide", "EndpointComparison", "VERDICT_COLOURS",
+__all__ = ["CLAIMS", "COMPARE_WIDTH", "ClaimChange", "Comparison", "DumpSide", "EndpointComparison", "VERDICT_COLOURS", "verdict_styles",
            "claim_word", "compare_frame", "compare_json", "compare_text", "compare_verdicts", "plot_verdict_tree",
            "verdict_frame", "verdict_json", "verdict_table", "verdict_text"]
 
-VERDICT_COLOURS = {
-    "DMA after crash, hit capture kernel": "#b2182b",
-    "DMA after crash": "#ef8a62",
-    "DMA after crash, stopped by reset": "#67a9cf",
-    "DMA after crash, hit capture kernel, stopped by reset": "#2166ac",
-    "could DMA, no evidence after crash": "#fddbc7",
-    "could not DMA": "#d9d9d9",
-    "unknown": "#ffff99",
-}
+VERDICT_COLOURS = {k: v.face for k, v in VERDICT_STYLES.items()}   # the shared palette's fills
 CLAIMS = ("could_dma", "did_dma_after_crash", "hit_capture_kernel", "stopped_by_reset")
 
 
@@ -108,31 +101,31 @@ def compare_frame(before: Verdicts, after: Verdicts):
     return out
 
 
-def plot_verdict_tree(tree, verdicts: Verdicts, ax=None, title: str | None = None):
-    """The PCI tree with endpoints coloured by verdict (bridges as circles)."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
+def verdict_styles(tree, verdicts: Verdicts) -> dict[str, Style]:
+    """Each function's style in the verdict picture: endpoints by verdict (shared palette),
+    bridges and ports as such, other functions as not judged."""
+    by_bdf = {e.bdf: e for e in verdicts.endpoints}
+    out = {}
+    for dev in tree:
+        e = by_bdf.get(dev.bdf)
+        out[dev.bdf] = verdict_style(e.summary) if e is not None else BRIDGE if dev.is_bridge else NOT_JUDGED
+    return out
 
+
+def plot_verdict_tree(tree, verdicts: Verdicts, ax=None, title: str | None = None):
+    """The PCI tree with endpoints drawn by verdict (known bad, unknown, known idle in the
+    shared palette: lightness and shape), ports the capture kernel reset ringed, labels of
+    endpoints that did DMA after the crash in bold."""
     from dumpkit.pci.render import plot_tree
 
+    styles = verdict_styles(tree, verdicts)
+    did = {e.bdf for e in verdicts.endpoints if e.did_dma_after_crash.value}
     iommu = f"IOMMU: {verdicts.iommu or 'none in use'}"
-    ax = plot_tree(tree, ax=ax, title=f"{title} ({iommu})" if title else iommu)
-    by_bdf = {e.bdf: e for e in verdicts.endpoints}
-    # recolour the endpoint squares: plot_tree draws one scatter per function, in text order
-    for coll, text in zip(ax.collections, ax.texts, strict=False):
-        bdf = "0000:" + text.get_text().split()[0]
-        e = by_bdf.get(bdf)
-        if e is not None:
-            coll.set_facecolor(VERDICT_COLOURS.get(e.summary, "#ffffff"))
-        elif tree.get(bdf) is not None and not tree.get(bdf).is_bridge:
-            coll.set_facecolor("#ffffff")   # host bridge and other functions not judged
-        text.set_fontweight("bold" if e is not None and e.did_dma_after_crash.value else "normal")
-    used = {e.summary for e in verdicts.endpoints}
-    handles = [Patch(facecolor=c, edgecolor="black", label=k) for k, c in VERDICT_COLOURS.items() if k in used]
-    handles.append(Patch(facecolor="white", edgecolor="black", label="bridge, port or not judged"))
-    ax.legend(handles=handles, loc="lower right", fontsize=8, frameon=True)
-    plt.setp(ax.get_legend().get_texts(), fontsize=8)
-    return ax
+    legend = [st for st in VERDICT_STYLES.values() if st in styles.values()] + [BRIDGE]
+    if NOT_JUDGED in styles.values():
+        legend.append(NOT_JUDGED)
+    return plot_tree(tree, ax=ax, title=f"{title} ({iommu})" if title else iommu, style=lambda d: styles[d.bdf],
+                     rings=verdicts.ports_reset, bold=lambda d: d.bdf in did, legend=legend)
 
 
 # --- comparison of two dumps ------------------------------------------------------------------

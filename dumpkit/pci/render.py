@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
+from dumpkit.palette import BRIDGE, DMA_STYLES, NOT_JUDGED, RESET_RING, Style, dma_style, legend_handles
 from dumpkit.pci.collect import (AER_COR_ERRORS, AER_UNCOR_ERRORS, NOT_IN_DUMP, PciDevice, PciResource,
                                  PciTree)
 
-__all__ = ["DMA_COLOURS", "HEX_FIELDS", "detail_text", "device_label", "device_text", "dma_flags", "lspci_name",
-           "plot_tree", "resources_frame", "to_frame", "to_json", "to_records", "tree_text"]
+__all__ = ["DMA_COLOURS", "HEX_FIELDS", "TreeLayout", "TreeRow", "detail_text", "device_label", "device_text",
+           "dma_flags", "lspci_name", "plot_tree", "resources_frame", "to_frame", "to_json", "to_records",
+           "tree_figsize", "tree_label", "tree_layout", "tree_text"]
 
-DMA_COLOURS = {True: "#d62728", False: "#2ca02c", None: "#ff9f1a"}
-DMA_LEGEND = {True: "could DMA at crash", False: "could not DMA", None: "unknown"}
+DMA_COLOURS = {k: v.face for k, v in DMA_STYLES.items()}   # the shared palette's fills (dumpkit.palette)
 
 # field -> hex digits of its "<field>_hex" string in JSON and frames
 HEX_FIELDS = {"vendor": 4, "device": 4, "subsystem_vendor": 4, "subsystem_device": 4, "class_code": 6,
@@ -457,16 +459,46 @@ def resources_frame(tree: PciTree):
 
 # --- picture ---------------------------------------------------------------------------------
 
-def plot_tree(tree: PciTree, ax=None, title: str | None = None):
-    """Draw the tree: one row per function, bridges as outlined boxes, endpoints filled
-    by whether they could DMA at crash time.
+@dataclass
+class TreeRow:
+    """One function's row in the tree picture."""
 
-    :param ax: a matplotlib Axes to draw into; a new figure is made if None
-    :return: the Axes
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
+    dev: PciDevice
+    depth: int
+    y: int
+    label: str
 
+
+@dataclass
+class TreeLayout:
+    """Where each function goes: one row per function, depth-first, roots at depth 0."""
+
+    rows: list[TreeRow]
+
+    @property
+    def max_depth(self) -> int:
+        return max((r.depth for r in self.rows), default=0)
+
+    @property
+    def max_label(self) -> int:
+        return max((len(r.label) for r in self.rows), default=0)
+
+    def by_bdf(self) -> dict[str, TreeRow]:
+        return {r.dev.bdf: r for r in self.rows}
+
+
+def tree_label(dev: PciDevice) -> str:
+    """A function's label in the tree picture: dev.fn, name, driver, port type."""
+    label = f"{dev.bdf[5:]}  {device_label(dev, 48)}"
+    if dev.driver:
+        label += f"  [{dev.driver}]"
+    if dev.is_bridge and dev.pcie_port_type:
+        label += f"  ({dev.pcie_port_type.replace('_', ' ')})"
+    return label
+
+
+def tree_layout(tree: PciTree) -> TreeLayout:
+    """Rows of the tree picture, top to bottom."""
     order: list[tuple[PciDevice, int]] = []
 
     def walk(dev: PciDevice, depth: int) -> None:
@@ -476,34 +508,92 @@ def plot_tree(tree: PciTree, ax=None, title: str | None = None):
 
     for dev in tree.children(None):
         walk(dev, 0)
-    rows = len(order)
+    n = len(order)
+    return TreeLayout([TreeRow(dev, depth, n - i, tree_label(dev)) for i, (dev, depth) in enumerate(order)])
+
+
+# inches: per row, per label character at 9 pt, per depth step
+ROW_IN, CHAR_IN, DEPTH_IN = 0.42, 0.075, 0.45
+
+
+LEGEND_ROW_IN, TITLE_IN = 0.3, 0.5
+
+
+def tree_figsize(layout: TreeLayout, legend_rows: int = 3) -> tuple[float, float]:
+    """A figure size that keeps every row and label apart, whatever the number of functions."""
+    width = max(8.0, 1.0 + DEPTH_IN * (layout.max_depth + 1) + CHAR_IN * (layout.max_label + 10))
+    return width, ROW_IN * (len(layout.rows) + 1) + LEGEND_ROW_IN * (legend_rows + 1) + TITLE_IN
+
+
+def _default_style(dev: PciDevice) -> Style:
+    """Could DMA at crash, by the kernel's state alone. A function without a driver whose
+    kernel flags say "no" is drawn as unknown: the Bus Master flag is software state and
+    firmware may have left the device mastering (the verdict weighs the IOMMU as well)."""
+    if dev.is_bridge:
+        return BRIDGE
+    if not dev.is_endpoint:
+        return NOT_JUDGED
+    if dev.could_dma is False and dev.driver is None:
+        return dma_style(None)
+    return dma_style(dev.could_dma)
+
+
+def plot_tree(tree: PciTree, ax=None, title: str | None = None,
+              style: Callable[[PciDevice], Style] | None = None, rings: Iterable[str] = (),
+              bold: Callable[[PciDevice], bool] | None = None, legend: Iterable[Style] | None = None):
+    """Draw the tree: one row per function, bridges and ports as small white hexagons,
+    endpoints by the shared palette (:mod:`dumpkit.palette`: could DMA at crash as known
+    bad, unknown, could not DMA as known idle; shape and lightness, not only hue; no
+    driver is unknown, never idle, as the kernel's Bus Master flag is software state). The
+    figure grows with the number of functions and the longest label; the legend sits
+    below the tree, clear of it.
+
+    :param ax: a matplotlib Axes to draw into; a new figure is made if None
+    :param style: the style of each function (default: by could-DMA)
+    :param rings: BDFs to mark with the reset ring (ports the capture kernel reset)
+    :param bold: which labels to set in bold (default: those that could DMA)
+    :param legend: the styles to explain (default: those drawn)
+    :return: the Axes
+    """
+    import matplotlib.pyplot as plt
+
+    style = style or _default_style
+    bold = bold or (lambda d: bool(d.could_dma))
+    layout = tree_layout(tree)
+    rings = set(rings)
+    styles = {r.dev.bdf: style(r.dev) for r in layout.rows}
+    used = list(dict.fromkeys(legend if legend is not None else styles.values()))
+    if rings:
+        used.append(RESET_RING)
     if ax is None:
-        _fig, ax = plt.subplots(figsize=(11, 0.42 * rows + 1.2))
-    y_of = {}
-    for i, (dev, depth) in enumerate(order):
-        y = rows - i
-        y_of[dev.bdf] = (depth, y)
-        if dev.parent in y_of:
-            pd_, py = y_of[dev.parent]
-            ax.plot([pd_ + 0.15, pd_ + 0.15, depth], [py - 0.2, y, y], color="#888888", lw=1, zorder=1)
-        endpoint = not dev.is_bridge
-        face = DMA_COLOURS[dev.could_dma] if endpoint else "white"
-        ax.scatter([depth], [y], s=140, marker="s" if endpoint else "o", c=[face],
-                   edgecolors="black", linewidths=1, zorder=3)
-        label = f"{dev.bdf[5:]}  {device_label(dev, 40)}"
-        if dev.driver:
-            label += f"  [{dev.driver}]"
-        if dev.is_bridge and dev.pcie_port_type:
-            label += f"  ({dev.pcie_port_type.replace('_', ' ')})"
-        ax.text(depth + 0.3, y, label, va="center", fontsize=9,
-                fontweight="bold" if dev.could_dma else "normal")
-    max_depth = max((d for _, d in order), default=0)
-    ax.set_xlim(-0.5, max_depth + 7.5)
-    ax.set_ylim(0.3, rows + 0.7)
+        legend_rows = (len(used) + 1) // 2
+        width, height = tree_figsize(layout, legend_rows)
+        fig, ax = plt.subplots(figsize=(width, height))
+        fig.subplots_adjust(left=0.02, right=0.98, top=1 - TITLE_IN / height,
+                            bottom=LEGEND_ROW_IN * (legend_rows + 1) / height)
+    pos = {r.dev.bdf: r for r in layout.rows}
+    for r in layout.rows:
+        if r.dev.parent in pos:
+            p = pos[r.dev.parent]
+            ax.plot([p.depth + 0.15, p.depth + 0.15, r.depth], [p.y - 0.2, r.y, r.y], color="#888888", lw=1,
+                    zorder=1)
+    for r in layout.rows:
+        st = styles[r.dev.bdf]
+        ax.scatter([r.depth], [r.y], s=90 if r.dev.is_bridge else 140, zorder=3, gid=f"node {r.dev.bdf}",
+                   **st.marker_kwargs())
+        label = r.label + ("  [reset]" if r.dev.bdf in rings else "")
+        ax.text(r.depth + 0.4, r.y, label, va="center", fontsize=9, fontweight="bold" if bold(r.dev) else "normal")
+    ringed = [pos[b] for b in sorted(rings) if b in pos]
+    if ringed:
+        ax.scatter([r.depth for r in ringed], [r.y for r in ringed], s=300, marker="o", facecolors="none",
+                   edgecolors="black", linewidths=2.2, zorder=4, gid="reset-ports")
+    # one depth step is DEPTH_IN inches wide, so labels keep their room in any figure width
+    axes_in = ax.get_position().width * ax.figure.get_figwidth()
+    ax.set_xlim(-0.5, -0.5 + max(layout.max_depth + 7.5, axes_in / DEPTH_IN))
+    ax.set_ylim(0.3, len(layout.rows) + 0.7)
     ax.axis("off")
-    handles = [Patch(facecolor=DMA_COLOURS[k], edgecolor="black", label=v) for k, v in DMA_LEGEND.items()]
-    handles.append(Patch(facecolor="white", edgecolor="black", label="bridge / port (circle)"))
-    ax.legend(handles=handles, loc="lower right", fontsize=8, frameon=True)
+    ax.legend(handles=legend_handles(used, ax), loc="upper left", bbox_to_anchor=(0.0, 0.0), ncol=2, fontsize=8,
+              frameon=False, borderaxespad=0.2)
     if title:
         ax.set_title(title, loc="left", fontsize=11)
     return ax
