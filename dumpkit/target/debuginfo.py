@@ -353,8 +353,33 @@ def _load_modules(prog: drgn.Program, cands: _Candidates, release: str | None) -
         else:
             status, reason = "debug info loaded", None
         out.append(KernelModule(m.name, start, size, _safe_build_id(m), m.debug_file_path, status, reason))
+    broken = _module_list_break(prog)
+    if broken:
+        prog.cache["dumpkit.modules.error"] = broken
+        # shown among the modules: those after the break are missing from this list
+        out.append(KernelModule("(list cut)", None, None, None, None, "unreadable",
+                                f"{broken}; modules after it are not listed"))
     prog.cache["dumpkit.modules"] = {k.name: k for k in out}
     return out
+
+
+def _module_list_break(prog: drgn.Program) -> str | None:
+    """Where the kernel's module list cannot be followed (drgn stops there silently), or
+    None when it reads whole."""
+    from dumpkit.target.walk import ListCorrupt, bounded_list
+
+    try:
+        head = prog["modules"]
+    except KeyError:
+        return None
+    try:
+        for _ in bounded_list(head.address_of_(), "struct module", "list", "the module list", 1 << 14):
+            pass
+    except ListCorrupt as e:
+        return str(e)
+    except LookupError:
+        return None
+    return None
 
 
 def module_debug_status(prog: drgn.Program, name: str) -> str | None:
@@ -367,4 +392,7 @@ def module_debug_status(prog: drgn.Program, name: str) -> str | None:
     if modules is None:
         return None
     m = modules.get(name) or modules.get(name.replace("-", "_"))
+    broken = prog.cache.get("dumpkit.modules.error")
+    if m is None and broken:
+        return f"module {name} not found and the module list is cut ({broken})"
     return m.reason if m is not None and m.status != "debug info loaded" else None

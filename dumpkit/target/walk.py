@@ -44,7 +44,8 @@ def bounded_list(head: drgn.Object, type_: str, member: str, what: str,
             yield drgn.container_of(pos, type_, member)
             pos = pos.next.read_()
     except drgn.FaultError as e:
-        raise ListCorrupt(f"{what} unreadable after {len(seen)} entries: {e}") from None
+        raise ListCorrupt(f"{what} unreadable after {len(seen)} entries: "
+                          + describe_fault(head.prog_, e, f"entry {len(seen)} ({type_})")) from None
 
 
 def pci_devices(prog: drgn.Program) -> tuple[list[tuple[str, drgn.Object]], str | None]:
