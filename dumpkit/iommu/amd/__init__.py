@@ -110,7 +110,7 @@ def collect(prog: drgn.Program, pci_bdfs: set[str] = frozenset()) -> AmdState:
         try:
             state.events.extend(collect_events(prog, u))
         except drgn.FaultError as e:
-            state.errors.append(f"{u.unit.name}: event log at {u.evt_buf:#x} unreadable: {e}")
+            state.errors.append(describe_fault(prog, e, f"{u.unit.name} event log (in-memory events unknown)"))
     for e in state.entries:
         e.device = e.bdf if e.bdf in pci_bdfs else None
     # Linux parks every unused requester id on a blocking entry: keep those only for
