@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import re
 import stat
 import sys
 from pathlib import Path
@@ -36,10 +37,11 @@ global options (--debuginfo, --debuginfod, --vmcoreinfo) go before or after COMM
 examples:
   dumpkit info sample-dumps/nocopy-fault/vmcore.kdump
   dumpkit pci --tree sample-dumps/copied-traffic/vmcore.kdump
+  dumpkit pci -v -s 02:00.0 sample-dumps/copied-traffic/vmcore.kdump
   dumpkit pci --csv sample-dumps/idle/vmcore.kdump > idle.csv
   dumpkit iommu sample-dumps/nocopy-fault/vmcore.kdump --log sample-dumps/nocopy-fault/capture-dmesg.txt
   dumpkit verdict sample-dumps/nocopy-fault/vmcore.kdump
-  dumpkit compare sample-dumps/nocopy-fault/vmcore.kdump sample-dumps/patched-nocopy/vmcore.kdump
+  dumpkit compare sample-dumps/nocopy-fault/vmcore.kdump sample-dumps/patched-nocopy/vmcore.kdump [--json]
   dumpkit triage sample-dumps --jobs 2 --format csv -o triage.csv
   dumpkit triage /var/crash --debuginfo /srv/debug -o fleet/ --format parquet   # resumable dataset
   dumpkit report sample-dumps/nocopy-fault/vmcore.kdump -o report.html
@@ -55,6 +57,12 @@ VMCOREINFO_COMMANDS = ("info", "pci", "iommu", "dmar", "verdict")
 
 
 # --- argument types and global options --------------------------------------------------
+
+class UsageError(DumpkitError):
+    """Options that do not go together (exit 2, like any usage error argparse finds)."""
+
+    exit_code = 2
+
 
 def _positive_int(text: str) -> int:
     try:
@@ -216,23 +224,27 @@ def _emit(text: str) -> None:
 @contextlib.contextmanager
 def _stages(desc: str, total: int):
     """A progress bar over ``total`` stages of work, on stderr only when it is a terminal,
-    shown once the work has taken a second and cleared when done. Yields ``stage(text)``,
-    called as each stage starts."""
+    shown once the work has taken a second (``DUMPKIT_PROGRESS_DELAY`` seconds) and cleared
+    when done. Yields ``stage(text)``, called as each stage starts."""
     if not sys.stderr.isatty():
         yield lambda text: None
         return
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, file=sys.stderr, delay=1.0, leave=False, dynamic_ncols=True,
+    try:
+        delay = max(0.0, float(os.environ.get("DUMPKIT_PROGRESS_DELAY", "1")))
+    except ValueError:
+        delay = 1.0
+    bar = tqdm(total=total, desc=desc, file=sys.stderr, delay=delay, leave=False, dynamic_ncols=True,
+               mininterval=0,
                bar_format="{desc}: {n}/{total} {bar} {elapsed} {postfix}")
     started = 0
 
     def stage(text: str) -> None:
         nonlocal started
-        if started:
-            bar.update(1)
+        bar.set_postfix_str(text, refresh=False)   # a refresh would draw before the delay
+        bar.update(1 if started else 0)
         started += 1
-        bar.set_postfix_str(text)
 
     try:
         yield stage
@@ -336,10 +348,32 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _slot_matches(bdf: str, slot: str) -> bool:
+    """lspci -s: "02:00.0", "0000:02:00.0", "02:00" or "02:" select by the parts given."""
+    want = slot.lower()
+    if want.count(":") < 2:
+        want = "0000:" + want
+    domain_bus, _, devfn = want.rpartition(":")
+    have_bus, _, have_devfn = bdf.rpartition(":")
+    if have_bus != domain_bus:
+        return False
+    dev, _, fn = devfn.partition(".")
+    have_dev, _, have_fn = have_devfn.partition(".")
+    return (not dev or int(dev, 16) == int(have_dev, 16)) and (not fn or int(fn, 16) == int(have_fn, 16))
+
+
 def cmd_pci(args) -> int:
     from dumpkit.pci import collect_pci
-    from dumpkit.pci.render import to_frame, to_json, tree_text
+    from dumpkit.pci.render import detail_text, to_frame, to_json, tree_text
 
+    if args.verbose and (args.json or args.csv):
+        raise UsageError("-v applies to text output", "drop --json/--csv, or -v")
+    if args.slot and (args.tree or not args.verbose):
+        raise UsageError("-s selects functions of the -v view", "add -v, or drop -s")
+    slots = [s.strip() for s in args.slot or []]
+    for slot in slots:
+        if not re.fullmatch(r"(?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:(?:[0-9a-fA-F]{2}(?:\.[0-7])?)?", slot):
+            raise UsageError(f"-s {slot}: not a slot", "write [DOMAIN:]BUS:DEV.FN, for example 02:00.0")
     _check_vmcoreinfo(args)
     with _kernel_data(args.source):
         tree = collect_pci(_open(args).prog)
@@ -347,6 +381,11 @@ def cmd_pci(args) -> int:
         text = to_json(tree)
     elif args.csv:
         text = to_frame(tree).to_csv()
+    elif args.verbose and not args.tree:
+        bdfs = None if not slots else [d.bdf for d in tree if any(_slot_matches(d.bdf, s) for s in slots)]
+        if bdfs == []:
+            raise InputError(f"no function at {', '.join(slots)} in this dump", "dumpkit pci SOURCE lists them")
+        text = detail_text(tree, bdfs)
     else:
         text = tree_text(tree)
     _emit(text)
@@ -377,18 +416,25 @@ def cmd_iommu(args) -> int:
     return 0
 
 
-def _judge(source: str, args, capture_logs, capture_dump_path):
+def _judge(source: str, args, capture_logs, capture_dump_path, stage=lambda text: None):
+    """Open a dump (and its capture dump) and judge it; ``stage(text)`` is told as each
+    step starts (see :func:`_stages`)."""
     import dumpkit
     from dumpkit.dmar.collect import find_capture_logs
     from dumpkit.verdict import judge
 
+    stage(f"opening {Path(source).name}")
     dump = dumpkit.open(source, **_open_kwargs(args, vmcoreinfo=False))
     logs = list(capture_logs or [])
     if not logs and not dump.kdump().capture_kernel:
         logs = find_capture_logs(dump.path)
         for log in logs:
             print(f"dumpkit: using the capture log beside the dump: {log}", file=sys.stderr)
-    cap = dumpkit.open(capture_dump_path, **_open_kwargs(args)) if capture_dump_path else None
+    cap = None
+    if capture_dump_path:
+        stage(f"opening {Path(capture_dump_path).name}")
+        cap = dumpkit.open(capture_dump_path, **_open_kwargs(args))
+    stage(f"judging {Path(source).name}")
     return dump, judge(dump, logs, cap, force=getattr(args, "force", False))
 
 
@@ -400,8 +446,8 @@ def cmd_verdict(args) -> int:
     if args.capture_dump:
         _check_dump(args.capture_dump)
     _check_vmcoreinfo(args)
-    with _kernel_data(args.source):
-        _dump, v = _judge(args.source, args, args.capture_log, args.capture_dump)
+    with _stages("verdict", 3 if args.capture_dump else 2) as stage, _kernel_data(args.source):
+        _dump, v = _judge(args.source, args, args.capture_log, args.capture_dump, stage)
         text = json.dumps(verdict_json(v), indent=1, default=str) if args.json else verdict_text(v)
     _emit(text)
     return 0
@@ -412,8 +458,7 @@ def _compare_side(role: str, source: str, args, stage):
     from dumpkit.verdict_render import DumpSide
 
     with _kernel_data(source):
-        stage(f"{role}: opening and judging {Path(source).name}")
-        dump, verdicts = _judge(source, args, None, None)
+        dump, verdicts = _judge(source, args, None, None, stage)
     return DumpSide(role, source, verdicts, kernel_release=dump.info.kernel_release, build_id=dump.info.build_id,
                     debuginfo=[str(p) for p in args.debuginfo or []])
 
@@ -423,7 +468,7 @@ def cmd_compare(args) -> int:
 
     _check_dump(args.before)
     _check_dump(args.after)
-    with _stages("compare", 2) as stage:
+    with _stages("compare", 4) as stage:
         before = _compare_side("before", args.before, args, stage)
         after = _compare_side("after", args.after, args, stage)
     if args.csv:
@@ -590,7 +635,8 @@ def cmd_report(args) -> int:
         try:
             out = render_report(args.source, args.output, notebook=args.notebook,
                                 capture_log=[] if args.no_capture_log else args.capture_log,
-                                debuginfo=args.debuginfo, after=args.after, after_capture_log=args.after_capture_log)
+                                debuginfo=args.debuginfo, after=args.after, after_capture_log=args.after_capture_log,
+                                progress=sys.stderr.isatty())
         except OSError as e:
             if isinstance(e, BrokenPipeError) or not e.filename or Path(e.filename) != Path(args.output):
                 raise
@@ -696,9 +742,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("pci", "the PCI tree with DMA-relevant state", cmd_pci)
     p.add_argument("source", help=source_help)
     fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--tree", action="store_true", help="tree text (default)")
-    fmt.add_argument("--json", action="store_true", help="JSON")
+    fmt.add_argument("--tree", "-t", action="store_true",
+                     help="the tree in the shape of lspci -tv, each line's last function marked with its BDF, "
+                          "driver and DMA flags (default)")
+    fmt.add_argument("--json", action="store_true", help="JSON: every field, numbers and hex strings")
     fmt.add_argument("--csv", action="store_true", help="CSV, one row per function")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="one block per function like lspci -vv: ids and names, class, subsystem, struct "
+                        "pci_dev address, saved Command/Status, IRQ, BARs, bridge windows, PCIe link, MSI, AER, "
+                        "kernel state, DMA at crash, driver (with --tree: the tree, which names functions anyway)")
+    p.add_argument("-s", "--slot", action="append", metavar="[DOMAIN:]BUS:DEV.FN",
+                   help="with -v: only these functions (02:00.0, 0000:02:00.0, or 05: for a whole bus); "
+                        "repeatable")
 
     p = command("iommu", "IOMMU units (Intel VT-d, AMD-Vi), per-device translation entries, mappings, "
                 "in-memory event logs, and fault records (alias: dmar)", cmd_iommu, aliases=("dmar",))

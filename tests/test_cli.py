@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -416,3 +417,70 @@ def test_capture_log_of_another_crash_is_refused_unless_forced():
 
     v = json.loads(r.stdout)
     assert any("does not match this crash" in w for w in v["warnings"])
+
+
+# --- progress bars -------------------------------------------------------------------------
+
+def _stderr_on_a_terminal(args: list[str], env: dict | None = None) -> tuple[int, str, str]:
+    """Run dumpkit with stderr on a pseudo-terminal: (exit code, stdout, what the terminal got)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))   # a new pty is 0 columns wide
+    proc = subprocess.Popen([sys.executable, "-m", "dumpkit.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=slave, text=True, env={**os.environ, **(env or {})})
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:          # EIO: the process closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    out = proc.stdout.read()
+    proc.wait(timeout=300)
+    os.close(master)
+    return proc.returncode, out, b"".join(chunks).decode(errors="replace")
+
+
+def test_compare_shows_a_progress_bar_on_a_terminal_only():
+    before, after = SAMPLES / "copied-traffic" / "vmcore.kdump", SAMPLES / "patched-copied" / "vmcore.kdump"
+    # the bar waits a second by default; the samples are quick, so no wait here
+    code, out, tty = _stderr_on_a_terminal(["compare", before, after], {"DUMPKIT_PROGRESS_DELAY": "0"})
+    assert code == 0 and "endpoints changed" in out
+    assert re.search(r"compare: [1-4]/4 .*(opening|judging)", tty), tty
+    assert "\r" in tty and "compare:" not in out               # on the terminal, never in the output
+    r = run_cli("compare", before, after)
+    assert r.returncode == 0 and "compare:" not in r.stderr and "\r" not in r.stderr
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_waits_a_second_and_clears(monkeypatch):
+    """Stages of work under a second draw nothing; after a second the next stage draws the
+    bar; the bar is cleared at the end. Not a terminal: nothing at all."""
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    with cli._stages("verdict", 2) as stage:
+        stage("opening vmcore")
+        assert term.getvalue() == ""
+        time.sleep(1.1)
+        stage("judging vmcore")
+        drawn = term.getvalue()
+        assert "verdict: 1/2" in drawn and "judging vmcore" in drawn
+    assert term.getvalue().endswith("\r") or "\x1b[A" in term.getvalue()[len(drawn):] \
+        or term.getvalue()[len(drawn):].strip() == ""
+    plain = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", plain)
+    with cli._stages("verdict", 2) as stage:
+        time.sleep(1.1)
+        stage("judging vmcore")
+    assert plain.getvalue() == ""

@@ -234,17 +234,21 @@ def test_capability_offsets_match_config_space(case):
 def test_link_speed_matches_sysfs(case):
     """The kernel's cached speed of each function's link equals what sysfs read from Link
     Status in the guest; functions without a link the kernel caches have none in sysfs
-    (or "Unknown")."""
+    (or "Unknown"), except upstream-facing functions on a root bus (a PCIe-to-PCI bridge
+    there has Link registers, but no bridge above it whose bus would cache the speed)."""
     _d, tree, truth, _dir = case
-    linked = 0
+    linked = uncached = 0
     for dev in tree:
         sysfs = truth[dev.bdf]["sysfs"].get("current_link_speed")
         if dev.link_speed is not None:
             assert dev.link_speed == sysfs, dev.bdf
             linked += 1
+        elif dev.parent is None and dev.pcie_port_type not in ("root_port", "downstream_port"):
+            uncached += sysfs not in (None, "Unknown")
         else:
             assert sysfs in (None, "Unknown"), (dev.bdf, sysfs)
-    assert linked == sum(gt["sysfs"].get("current_link_speed") not in (None, "Unknown") for gt in truth.values())
+    assert linked + uncached == sum(gt["sysfs"].get("current_link_speed") not in (None, "Unknown")
+                                    for gt in truth.values())
 
 
 def test_saved_state_matches_config_space(case):
@@ -506,3 +510,84 @@ def test_collection_and_text_rendering_import_no_pandas_or_matplotlib():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# --- the command line: dumpkit pci --tree and -v -------------------------------------------------
+
+def _cli_cases() -> list[tuple[str, Path, Path]]:
+    """A committed first-kernel sample and, when present, one stock-kernel sample of the cache."""
+    out = []
+    for id_, dump, truth in CASES:
+        if isinstance(dump, dict):
+            if dump["kind"] == "first-kernel vmcore" and not out:
+                out.append((id_, dump_path(dump), truth))
+        elif len(out) < 2 and (truth / "lspci-tv.txt").exists():
+            out.append((id_, dump, truth))
+    return out
+
+
+CLI_CASES = _cli_cases()
+
+
+def run_pci(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dumpkit.cli", "pci", *map(str, args)], capture_output=True,
+                          text=True, timeout=300, cwd=REPO)
+
+
+@pytest.fixture(scope="module", params=CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def cli_case(request):
+    _id, dump, truth_dir = request.param
+    return dump, collect_pci(dumpkit.open(dump).prog), truth_dir
+
+
+def test_cli_tree_has_the_shape_of_lspci_tv(cli_case):
+    dump, tree, truth_dir = cli_case
+    for flags in (["--tree"], ["-t", "-v"], []):
+        r = run_pci(dump, *flags)
+        assert r.returncode == 0 and r.stderr == "", (flags, r.stderr)
+        assert r.stdout == tree_text(tree) + "\n"
+    truth = [x for x in (truth_dir / "lspci-tv.txt").read_text().splitlines() if not x.startswith("lspci:")]
+    assert _structure(r.stdout) == _structure("\n".join(truth))
+    assert r.stdout.startswith("-[0000:00]-+-00.0  ")
+
+
+def test_cli_verbose_is_one_lspci_block_per_function(cli_case):
+    dump, tree, truth_dir = cli_case
+    r = run_pci(dump, "-v")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert r.stdout == detail_text(tree) + "\n"
+    blocks = {b.split(" ", 1)[0]: b for b in r.stdout.split("\n\n") if re.match(r"[0-9a-f]{4}:", b)}
+    assert list(blocks) == [d.bdf for d in tree]
+    theirs = lspci_blocks(truth_dir)
+    numbers = re.compile(r"\[[0-9a-f]{4}(?::[0-9a-f]{4})?\]|\(rev [0-9a-f]{2}\)")
+    for dev in tree:
+        block = blocks[dev.bdf].splitlines()
+        assert numbers.findall(block[0]) == numbers.findall(theirs[short(dev.bdf)][0]), dev.bdf
+        assert f"\tstruct pci_dev: {dev.pdev_address:#x}" in block
+        regions = [x for x in theirs[short(dev.bdf)] if x.startswith("\tRegion ")]
+        assert [x for x in block if x.startswith("\tRegion ")] == [x.replace(" [disabled]", "").replace(
+            " [virtual]", "") for x in regions], dev.bdf
+        drivers = [x for x in theirs[short(dev.bdf)] if x.startswith("\tKernel driver in use:")]
+        assert [x for x in block if x.startswith("\tKernel driver in use:")] == drivers, dev.bdf
+
+
+def test_cli_verbose_selects_slots(cli_case):
+    dump, tree, _truth_dir = cli_case
+    ep = next(d for d in tree if d.driver and not d.is_bridge)
+    for slot in (ep.bdf, short(ep.bdf), short(ep.bdf).upper()):
+        r = run_pci(dump, "-v", "-s", slot)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == detail_text(tree, [ep.bdf]) + "\n"
+    bus = short(ep.bdf).split(":")[0] + ":"
+    r = run_pci(dump, "-v", "-s", bus)
+    assert r.stdout.count("\tstruct pci_dev: ") == sum(d.bdf.startswith(f"0000:{bus}") for d in tree)
+    r = run_pci(dump, "-v", "-s", "ff:1f.7")
+    assert r.returncode == 3 and "no function at ff:1f.7" in r.stderr
+
+
+@pytest.mark.parametrize("flags", [["-v", "--json"], ["-v", "--csv"], ["-s", "00:00.0"], ["-v", "-s", "zz"],
+                                   ["--tree", "-v", "-s", "00:00.0"]])
+def test_cli_verbose_option_conflicts_exit_2(flags):
+    r = run_pci(dump_path(DUMPS[0]), *flags)
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr
+    assert r.stderr.startswith("dumpkit: error: ") and len(r.stderr.splitlines()) == 1
