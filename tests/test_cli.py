@@ -484,3 +484,20 @@ def test_progress_bar_waits_a_second_and_clears(monkeypatch):
         time.sleep(1.1)
         stage("judging vmcore")
     assert plain.getvalue() == ""
+
+
+def test_verdict_text_imports_nothing_heavy():
+    """verdict (text or JSON) and pci need neither pandas, matplotlib, pyarrow nor dask;
+    tqdm only on a terminal."""
+    code = ("import sys\nfrom dumpkit import cli\n"
+            "sys.argv = ['dumpkit', *sys.argv[1:]]\n"
+            "assert cli.main(sys.argv[1:]) == 0\n"
+            "heavy = ('pandas', 'matplotlib', 'pyarrow', 'dask', 'distributed', 'tqdm', 'papermill')\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & set(heavy)), file=sys.stderr)\n")
+    for args in (["verdict", SAMPLES / "nocopy-fault" / "vmcore.kdump"],
+                 ["verdict", "--json", SAMPLES / "nocopy-fault" / "vmcore.kdump"],
+                 ["pci", "-v", SAMPLES / "idle" / "vmcore.kdump"]):
+        r = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.strip().splitlines()[-1] == "[]", (args, r.stderr)
