@@ -322,6 +322,11 @@ def test_no_plausible_wrong_answer(name, damaged, results, baseline):
                                     and got[(key[0], "did_dma_after_crash")][0] is None
                                     and got[key][1].startswith("no reset line"))
             assert unknown_naming_page(key) or reset_now_applicable, (key, value, got[key])
+    # pages where post-crash writes landed are never invented (untranslated IOVAs taken as
+    # physical when the IOMMU state is lost)
+    base_pages = {e["bdf"]: set(e["landed_pages"]) for e in base_js["endpoints"]}
+    for e in got_js["endpoints"]:
+        assert set(e["landed_pages"]) <= base_pages.get(e["bdf"], set()), e["bdf"]
     # a function whose struct pci_dev is lost is listed with unknown claims naming the page
     added = {k[0] for k in got} - {k[0] for k in base}
     assert len(added) == len(lost), (added, lost)
