@@ -135,6 +135,18 @@ def _copied_in_capture(capture_dump) -> set[str] | None:
     return {e.bdf for e in state.entries if e.copied}
 
 
+def _lost_records(faults: list) -> str:
+    """What the capture log says of fault records it did not print: rate-limited messages
+    ("callbacks suppressed") and fault-recording overflow (VT-d FSTS.PFO). Empty if none."""
+    parts = []
+    suppressed = sum(f.detail.get("suppressed", 0) for f in faults if f.kind == "callbacks-suppressed")
+    if suppressed:
+        parts.append(f"{suppressed} suppressed messages")
+    if any("PFO" in f.detail.get("bits", ()) for f in faults if f.kind == "fault-status"):
+        parts.append("fault-record overflow")
+    return ", ".join(parts)
+
+
 def _landed(pages: list[int], crashk: tuple[int, int] | None) -> list[int]:
     if not crashk:
         return []
@@ -269,6 +281,7 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
             copied = _copied_in_capture(capture_dump)
         except (drgn.FaultError, LookupError, AttributeError, ValueError) as e:
             errors.append(f"capture dump's IOMMU tables unreadable: {e}")
+    lost = _lost_records(capture_faults)
     faults_by_dev: dict[str, list] = {}
     alias_notes: dict[str, str] = {}
     for c in state.correlations:
@@ -365,9 +378,14 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
                                         "reservation; later writes are not recorded"])
         elif texts or copied is not None:
             ev = "no fault from it in the capture log" + ("" if copied is None else " and not on copied tables")
-            if "failed" in copies and did.value:
-                ev += f" although the table copy failed; {FEW_RECORDS}"
-            hit = Claim(False, [ev])
+            if did.value is not False and "copied" not in copies and lost:
+                # the records that were logged may all be other devices'
+                hit = Claim(None, [ev + f", but the capture kernel lost fault records ({lost}): its DMA after the "
+                                        "crash may have faulted unlogged"])
+            else:
+                if "failed" in copies and did.value:
+                    ev += f" although the table copy failed; {FEW_RECORDS}"
+                hit = Claim(False, [ev])
         else:
             hit = Claim(None, ["no capture-kernel log or dump given"])
         # stopped by reset

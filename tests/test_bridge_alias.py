@@ -73,3 +73,20 @@ def test_faults_under_the_alias_land_on_the_nic():
     v = judge(dump, [log]).get(nic)
     assert v.hit_capture_kernel.value is True and v.faults == len(mine)
     assert any(alias in e and bridge.bdf in e for e in v.hit_capture_kernel.evidence)
+
+
+def test_a_device_whose_faults_went_unlogged_is_not_cleared():
+    """The alias's faults filled the capture kernel's log (rate limit, fault-record
+    overflow); QEMU faulted the other NIC's DMA too, but none of it was printed. Its hit
+    is unknown, never "no"."""
+    dump, truth, _nic, _bridge, _alias = case()
+    other = next(b for b, t in truth.items() if t["driver"] == "e1000e")
+    sid = int(other[5:7], 16) << 8 | int(other[8:10], 16) << 3 | int(other[11])
+    with lzma.open(ROOT / SCENARIO / "qemu-trace.log.xz", "rt") as f:
+        sids = {int(s, 16) for s in re.findall(r"vtd_dmar_fault sid 0x([0-9a-f]+)", f.read())}
+    log = ROOT / SCENARIO / "capture-dmesg.txt"
+    logged = {f.requester for f in parse_log(log.read_text()) if f.kind == "dma-remap"}
+    v = judge(dump, [log]).get(other)
+    assert sid in sids and other[5:] not in logged
+    assert v.did_dma_after_crash.value is True and v.hit_capture_kernel.value is None
+    assert "lost fault records" in str(v.hit_capture_kernel)
