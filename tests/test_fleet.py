@@ -23,7 +23,7 @@ from conftest import SAMPLES  # noqa: E402
 from dumpkit.fleet import DebugIndex, dump_identity, fleet_views, load_dataset  # noqa: E402
 
 CACHE = Path(os.environ.get("DUMPKIT_CACHE") or Path.home() / ".cache" / "dumpkit")
-DISTRO_DUMPS = sorted((CACHE / "samples").glob("*/*/vmcore.kdump"))
+DISTRO_DUMPS = sorted((CACHE / "samples").glob("*/*/*.kdump"))        # crashes and capture-state dumps
 DISTRO_DEBUG = sorted((CACHE / "distro").glob("*/debug"))
 DUMPKIT = [sys.executable, "-m", "dumpkit.cli"]
 ENV = {**os.environ, "DEBUGINFOD_URLS": "", "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1",
@@ -97,7 +97,8 @@ def test_two_kernels_on_a_cluster_every_row_then_all_skipped(cluster, tmp_path):
     assert dumps["dump_sha256"].str.len().eq(64).all() and dumps["dump_sha256"].is_unique
     crashes = dumps[dumps["kind"] == "crash"]
     caps = dumps[dumps["kind"] == "capture-state dump"]
-    assert len(caps) == 4 and caps["endpoints"].isna().all()
+    states = [p for p in COMMITTED + DISTRO_DUMPS if p.name == "capture-state.kdump"]
+    assert len(caps) == len(states) and caps["endpoints"].isna().all()
     assert crashes.set_index("path").loc[str(SAMPLES.resolve() / "nocopy-fault" / "vmcore.kdump"),
                                          "capture_dump"].endswith("capture-state.kdump")
     assert crashes["capture_log_match"].notna().all()
