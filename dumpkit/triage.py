@@ -103,7 +103,7 @@ def analyse(path: str, debuginfo: str | Sequence[str] | None = None, debuginfod:
     try:
         from dumpkit.kdump.capture import find_capture_logs
     except ImportError:         # before the finder moved to dumpkit.kdump
-        from dumpkit.dmar.collect import find_capture_logs
+        from dumpkit.kdump.capture import find_capture_logs
     from dumpkit.verdict import judge
 
     start = time.monotonic()

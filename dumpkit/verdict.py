@@ -236,7 +236,7 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
     :param force: use capture evidence that does not match this crash (with a warning)
     :raises CaptureMismatch: a capture log from another crash, unless ``force``
     """
-    from dumpkit.dmar.faults import parse_log, parse_printk
+    from dumpkit.iommu.faults import parse_log, parse_printk
     from dumpkit.iommu.collect import collect_iommu
     from dumpkit.kdump.match import match_capture_log
     from dumpkit.rings import iommu_bypass, ring_evidence

@@ -1,6 +1,7 @@
 """Intel VT-d read from a kernel's memory (units, root/context/PASID tables, second-level
-page tables) into :mod:`dumpkit.iommu.model`. The table readers live in ``dumpkit.dmar``
-(VT-d through and through); this module is the backend the vendor-neutral layer calls."""
+page tables) into :mod:`dumpkit.iommu.model`: the backend the vendor-neutral layer calls.
+The readers are this package's modules (``units``, ``tables``, ``pagetable``,
+``mappings``, ``iova``); its log lines are ``log``."""
 
 from __future__ import annotations
 
