@@ -396,7 +396,7 @@ def cmd_pci(args) -> int:
 
 
 def cmd_iommu(args) -> int:
-    from dumpkit.dmar.collect import find_capture_logs
+    from dumpkit.kdump.capture import find_capture_logs
     from dumpkit.iommu.collect import collect_iommu
     from dumpkit.iommu.render import iommu_json, iommu_text
 
@@ -420,7 +420,7 @@ def _judge(source: str, args, capture_logs, capture_dump_path, stage=lambda text
     """Open a dump (and its capture dump) and judge it; ``stage(text)`` is told as each
     step starts (see :func:`_stages`)."""
     import dumpkit
-    from dumpkit.dmar.collect import find_capture_logs
+    from dumpkit.kdump.capture import find_capture_logs
     from dumpkit.verdict import judge
 
     stage(f"opening {Path(source).name}")
@@ -686,7 +686,7 @@ def _read_log_text(path: str) -> str:
 
 
 def cmd_faults(args) -> int:
-    from dumpkit.dmar.faults import parse_log
+    from dumpkit.iommu.faults import parse_log
     from dumpkit.iommu.render import fault_line
 
     for log in args.logs:

@@ -138,13 +138,13 @@ def _read_text(path: PathLike) -> str:
 
 def capture_timeline(logs: PathLike | Sequence[PathLike], side: str | None = None) -> list[dict]:
     """Events of capture-kernel logs in time order: IOMMU table copies and faults (as
-    :func:`dumpkit.dmar.faults.parse_log` reads them) and the port-reset patch's
+    :func:`dumpkit.iommu.faults.parse_log` reads them) and the port-reset patch's
     ``kdump:`` lines (as :func:`dumpkit.verdict.judge` reads them).
 
     :param side: recorded in every event (for example "before"/"after")
     :return: dicts with side, log, time (s since the capture kernel booted), event, device
     """
-    from dumpkit.dmar.faults import _strip, parse_log
+    from dumpkit.iommu.faults import _strip, parse_log
     from dumpkit.verdict import NOT_RESET_LINE, RESET_LINE
 
     if isinstance(logs, (str, os.PathLike)):

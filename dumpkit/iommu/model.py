@@ -160,16 +160,18 @@ def summarise(leaves: list[Leaf]) -> tuple[list[MappingRange], dict]:
     :return: (ranges, {"ranges", "bytes", "writable_bytes", "pages", "superpages"})
     """
     ranges: list[MappingRange] = []
-    for leaf in sorted(leaves, key=lambda x: x.iova):
-        last = ranges[-1] if ranges else None
-        if (last and last.iova + last.size == leaf.iova and last.phys + last.size == leaf.phys
-                and (last.read, last.write) == (leaf.read, leaf.write)):
-            ranges[-1] = MappingRange(last.iova, last.phys, last.size + leaf.size, last.read, last.write,
-                                      last.superpage or leaf.size > PAGE)
-        else:
-            ranges.append(MappingRange(leaf.iova, leaf.phys, leaf.size, leaf.read, leaf.write, leaf.size > PAGE))
-    total = sum(r.size for r in ranges)
-    return ranges, {"ranges": len(ranges), "bytes": total,
+    run = None          # [iova, phys, size, read, write, superpage] of the range being grown
+    for iova, phys, size, read, write, _level, _path in sorted(leaves, key=lambda x: x.iova):
+        if run and run[0] + run[2] == iova and run[1] + run[2] == phys and run[3] == read and run[4] == write:
+            run[2] += size
+            run[5] = run[5] or size > PAGE
+            continue
+        if run:
+            ranges.append(MappingRange(*run))
+        run = [iova, phys, size, read, write, size > PAGE]
+    if run:
+        ranges.append(MappingRange(*run))
+    return ranges, {"ranges": len(ranges), "bytes": sum(r.size for r in ranges),
                     "writable_bytes": sum(r.size for r in ranges if r.write),
                     "pages": len(leaves), "superpages": sum(1 for x in leaves if x.size > PAGE)}
 
