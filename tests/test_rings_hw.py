@@ -26,7 +26,9 @@ from pathlib import Path
 
 import drgn
 import pytest
+from drgn.helpers.linux.mm import follow_phys
 from drgn.helpers.linux.pci import for_each_pci_dev
+from kdump_damage import damage_page
 
 import dumpkit
 from conftest import SAMPLES
@@ -74,13 +76,17 @@ def run_facts(scenario: str) -> dict:
     return json.loads((ROOT / scenario / "run.json").read_text())
 
 
-def pdev_of(scenario: str, driver: str) -> drgn.Object:
-    prog = opened(scenario).prog
+def bound_to(prog: drgn.Program, driver: str) -> drgn.Object:
+    """The first PCI function bound to ``driver``."""
     for pdev in for_each_pci_dev(prog):
         drv = pdev.dev.driver
         if drv and drv.name.string_().decode() == driver:
             return pdev
-    raise AssertionError(f"{scenario}: no PCI function bound to {driver}")
+    raise AssertionError(f"no PCI function bound to {driver}")
+
+
+def pdev_of(scenario: str, driver: str) -> drgn.Object:
+    return bound_to(opened(scenario).prog, driver)
 
 
 @cache
@@ -292,6 +298,113 @@ def test_post_crash_dma_lands_in_the_verdict():
     for driver in ("e1000", "vmxnet3"):
         e = next(e for e in v.endpoints if e.driver == driver)
         assert e.did_dma_after_crash.value is True and e.post_crash_completions > 0, driver
+
+
+# --- what each decoder read, and an unreadable ring named -------------------------------
+
+# how each decoder's own ring labels begin (its DmaBuffer labels begin the same way)
+LABEL_PREFIX = {"e1000": "e1000 ", "vmxnet3": "vmxnet3 ", "vmw_pvscsi": "pvscsi ", "megaraid_sas": "megaraid_sas ",
+                "ahci": "ahci ", "xhci_hcd": "xhci "}
+# on hw-load each decoder reads at least these (label prefixes): its driver structs and rings
+READ_ON_LOAD = {
+    "e1000": ["struct net_device", "struct e1000_adapter", "struct e1000_rx_ring rx0", "e1000 RX descriptor ring 0",
+              "e1000 rx0 buffer_info array", "struct e1000_tx_ring tx0", "e1000 TX descriptor ring 0"],
+    "vmxnet3": ["struct net_device", "struct vmxnet3_adapter", "struct vmxnet3_rx_queue rxq0",
+                "vmxnet3 rxq0 completion ring", "vmxnet3 rxq0 ring0 buf_info array", "struct vmxnet3_tx_queue txq0",
+                "vmxnet3 txq0 completion ring"],
+    "vmw_pvscsi": ["struct Scsi_Host", "struct pvscsi_adapter", "pvscsi rings state page", "pvscsi completion ring",
+                   "pvscsi cmd_map", "struct scsi_cmnd", "struct scatterlist[]"],
+    "megaraid_sas": ["struct megasas_instance", "megaraid_sas MFI producer index", "megaraid_sas MFI consumer index",
+                     "megaraid_sas MFI reply queue", "megaraid_sas cmd_list", "struct megasas_cmd (context",
+                     "struct scsi_cmnd"],
+    "ahci": ["struct ata_host", "struct ata_port 0", "struct ahci_port_priv 0", "ahci port 0 received FIS area",
+             "ahci port 0 command list", "struct scatterlist[] of ata"],
+    "xhci_hcd": ["struct usb_hcd", "struct xhci_hcd", "struct xhci_ring (event ring 0)",
+                 "struct xhci_segment 0 of event ring 0", "xhci event ring 0 segment 0", "struct xhci_virt_device",
+                 "xhci slot "],
+}
+
+
+def split_source(source: str) -> tuple[str, int]:
+    label, addr = source.rsplit(" @", 1)
+    return label, int(addr, 16)
+
+
+def _struct_type(prog: drgn.Program, label: str) -> drgn.Type | None:
+    """The type a "struct NAME ..." label names (None for a ring or array label)."""
+    words = label.split()
+    if words[0] != "struct" or words[1].endswith("[]"):
+        return None
+    return prog.type(f"struct {words[1]}")
+
+
+def ring_of(prog: drgn.Program, driver: str) -> tuple[str, int]:
+    """(label, kernel address) of one ring each decoder reads, found from the driver's
+    structures here rather than from the decoder's record."""
+    pdev = bound_to(prog, driver)
+    if driver == "e1000":
+        return "e1000 RX descriptor ring 0", e1000.e1000_adapter(prog, pdev)[1].rx_ring[0].desc.value_()
+    if driver == "vmxnet3":
+        adapter = vmxnet3.vmxnet3_adapter(prog, pdev)[1]
+        return "vmxnet3 rxq0 completion ring", adapter.rx_queue[0].comp_ring.base.value_()
+    if driver == "vmw_pvscsi":
+        return "pvscsi completion ring", pvscsi.pvscsi_adapter(prog, pdev).cmp_ring.value_()
+    if driver == "megaraid_sas":
+        return "megaraid_sas MFI reply queue", megaraid_sas.megasas_instance(prog, pdev).reply_queue.value_()
+    if driver == "ahci":
+        ap, pp = ahci.ahci_ports(prog, pdev)[0]
+        return f"ahci port {ap.port_no.value_()} received FIS area", pp.rx_fis.value_()
+    (num, ring), *_ = xhci.xhci_event_rings(prog, xhci.xhci_hcd(prog, pdev))
+    return f"xhci event ring {num} segment 0", ring.first_seg.trbs.value_()
+
+
+@needs_hw
+@pytest.mark.parametrize("driver", list(DECODERS))
+def test_sources_are_objects_of_the_dump(driver):
+    """On hw-load every decoder names the driver structures and rings it read: one address
+    per source, readable in the dump (a struct's whole size), each label a kernel struct
+    type the debug info has or one of the decoder's own ring names."""
+    prog = opened("hw-load").prog
+    ev = evidence("hw-load", driver)
+    assert ev.status == "decoded", (ev.status, ev.note)
+    labels = [split_source(s)[0] for s in ev.sources]
+    for want in READ_ON_LOAD[driver]:
+        assert any(label.startswith(want) for label in labels), (want, ev.sources)
+    pdev = pdev_of("hw-load", driver)
+    assert ev.sources[0] == f"struct pci_dev {ev.device} @{pdev.value_():#x}"
+    for source in ev.sources:
+        label, addr = split_source(source)
+        assert "@" not in label, source
+        t = _struct_type(prog, label)
+        if t is None:
+            assert label.startswith((LABEL_PREFIX[driver], "struct scatterlist[] of ")), source
+            prog.read(addr, 1)
+        else:
+            prog.read(addr, t.size)
+    # the rings the sources name are where the driver's own structures put them
+    rings = {label: addr for label, addr in map(split_source, ev.sources)}
+    label, addr = ring_of(prog, driver)
+    assert rings[label] == addr, (label, hex(addr), ev.sources)
+
+
+@needs_hw
+@pytest.mark.parametrize("driver", list(DECODERS))
+def test_unreadable_ring_is_unknown_naming_its_page(driver, tmp_path):
+    """One ring's page made undecompressable in a copy of hw-load: the undamaged dump
+    decodes it; the damaged one gives no count (status "error", unprocessed None) and a
+    note naming the ring and the page, with the ring among the sources."""
+    prog = opened("hw-load").prog
+    good = evidence("hw-load", driver)
+    assert good.status == "decoded" and good.unprocessed is not None, (good.status, good.note)
+    label, addr = ring_of(prog, driver)
+    page = follow_phys(prog["init_mm"].address_of_(), addr).value_() & ~0xFFF
+    damage_page(ROOT / "hw-load" / "vmcore.kdump", tmp_path / "vmcore.kdump", page)
+    bad = dumpkit.open(tmp_path / "vmcore.kdump", debuginfo=[debug_dir()]).prog
+    ev = ring_evidence(bad, bound_to(bad, driver))
+    assert ev.status != "decoded" and ev.unprocessed is None, (ev.status, ev.queues)
+    assert ev.note.startswith(f"{label} unreadable at {addr:#x}"), ev.note
+    assert f"page {page:#x} of the dump" in ev.note, ev.note
+    assert f"{label} @{addr:#x}" in ev.sources, ev.sources
 
 
 # --- debug info, absent devices, drivers without a decoder -----------------------------

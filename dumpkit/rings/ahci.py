@@ -27,7 +27,7 @@ import struct
 
 import drgn
 
-from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder
+from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder, reads
 from dumpkit.rings.generic import sg_dma_addresses
 
 __all__ = ["decode_ahci", "ahci_ports", "ahci_buffers", "DECODER"]
@@ -50,12 +50,20 @@ def ahci_ports(prog: drgn.Program, pdev: drgn.Object) -> list[tuple[drgn.Object,
     host = drgn.cast("struct ata_host *", pdev.dev.driver_data)
     if not host:
         return []
+    reads("struct ata_host", host)
+    n = min(host.n_ports.value_(), MAX_PORTS)
+    # ports[] is a flexible array after the struct
+    reads("ahci host ports[] (struct ata_port *[])", host.ports.address_, n * drgn.sizeof(host.ports.type_.type))
     out = []
-    for i in range(min(host.n_ports.value_(), MAX_PORTS)):
+    for i in range(n):
         ap = host.ports[i]
-        if not ap or not ap.private_data:
+        if not ap:
+            continue
+        reads(f"struct ata_port {i}", ap)
+        if not ap.private_data:
             continue
         pp = drgn.cast("struct ahci_port_priv *", ap.private_data)
+        reads(f"struct ahci_port_priv {i}", pp)
         if pp.cmd_slot and pp.rx_fis:
             out.append((ap, pp))
     return out
@@ -70,7 +78,12 @@ def _hw_tag(qc: drgn.Object, tag: int) -> int:
 
 def _port(prog: drgn.Program, ap: drgn.Object, pp: drgn.Object) -> QueueEvidence:
     active = ap.qc_active.value_()
+    port = ap.port_no.value_()
+    # both areas share one allocation: each is recorded just before it is read, so a
+    # fault is put on the one being read
+    reads(f"ahci port {port} received FIS area", pp.rx_fis.value_(), AHCI_RX_FIS_SZ)
     rx = prog.read(pp.rx_fis.value_(), AHCI_RX_FIS_SZ)
+    reads(f"ahci port {port} command list", pp.cmd_slot.value_(), AHCI_MAX_CMDS * AHCI_CMD_SZ)
     slots = prog.read(pp.cmd_slot.value_(), AHCI_MAX_CMDS * AHCI_CMD_SZ)
     sdb_done = struct.unpack_from("<I", rx, RX_FIS_SDB + 4)[0] if rx[RX_FIS_SDB] == FIS_TYPE_SDB else 0
     n, addrs, issued = 0, [], 0
@@ -96,8 +109,9 @@ def _port(prog: drgn.Program, ap: drgn.Object, pp: drgn.Object) -> QueueEvidence
         if done:
             n += 1
             if qc.sg and qc.n_elem.value_():
-                addrs.extend(sg_dma_addresses(qc.sg, qc.n_elem.value_()))
-    name = f"ata{ap.print_id.value_()} port {ap.port_no.value_()} ({issued} issued)"
+                what = f"ata{ap.print_id.value_()} tag {tag}"
+                addrs.extend(sg_dma_addresses(qc.sg, qc.n_elem.value_(), what=what))
+    name = f"ata{ap.print_id.value_()} port {port} ({issued} issued)"
     return QueueEvidence(name, AHCI_MAX_CMDS, n, None, None, addrs)
 
 

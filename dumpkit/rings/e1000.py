@@ -11,7 +11,7 @@ import struct
 
 import drgn
 
-from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder
+from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder, reads
 
 __all__ = ["decode_e1000", "e1000_adapter", "e1000_buffers", "DECODER"]
 
@@ -46,6 +46,7 @@ def e1000_adapter(prog: drgn.Program, pdev: drgn.Object) -> tuple[drgn.Object, d
     netdev = drgn.cast("struct net_device *", pdev.dev.driver_data)
     if not netdev:
         return None
+    reads("struct net_device", netdev)
     return netdev, drgn.cast(prog.pointer_type(_adapter_type(prog)), netdev_priv(netdev))
 
 
@@ -53,15 +54,26 @@ def _rings(adapter: drgn.Object, kind: str) -> list[tuple[int, drgn.Object]]:
     base = getattr(adapter, f"{kind}_ring")
     if not base:
         return []
-    n = getattr(adapter, f"num_{kind}_queues").value_()
-    return [(q, base[q]) for q in range(max(0, min(n, MAX_QUEUES)))]
+    n = max(0, min(getattr(adapter, f"num_{kind}_queues").value_(), MAX_QUEUES))
+    out = []
+    for q in range(n):
+        reads(f"struct e1000_{kind}_ring {kind}{q}", base + q)
+        out.append((q, base[q]))
+    return out
 
 
-def _rx_queue(prog: drgn.Program, name: str, ring: drgn.Object) -> QueueEvidence | None:
+def _read_descriptors(prog: drgn.Program, kind: str, q: int, ring: drgn.Object, count: int) -> bytes:
+    """The descriptor ring's bytes, recording it and the buffer_info array beside it."""
+    reads(f"e1000 {kind.upper()} descriptor ring {q}", ring.desc.value_(), count * DESC_SIZE)
+    reads(f"e1000 {kind}{q} buffer_info array", ring.buffer_info.value_(), count * drgn.sizeof(ring.buffer_info[0]))
+    return prog.read(ring.desc.value_(), count * DESC_SIZE)
+
+
+def _rx_queue(prog: drgn.Program, name: str, q: int, ring: drgn.Object) -> QueueEvidence | None:
     count, clean = ring.count.value_(), ring.next_to_clean.value_()
     if not ring.desc or not count or clean >= count:
         return None
-    raw = prog.read(ring.desc.value_(), count * DESC_SIZE)
+    raw = _read_descriptors(prog, "rx", q, ring, count)
     n, addrs, i = 0, [], clean
     # e1000_clean_rx_irq: in order from next_to_clean while the descriptor's DD is set;
     # it clears status when it hands the buffer back
@@ -74,11 +86,11 @@ def _rx_queue(prog: drgn.Program, name: str, ring: drgn.Object) -> QueueEvidence
     return QueueEvidence(name, count, n, clean, i, addrs)
 
 
-def _tx_queue(prog: drgn.Program, name: str, ring: drgn.Object) -> QueueEvidence | None:
+def _tx_queue(prog: drgn.Program, name: str, q: int, ring: drgn.Object) -> QueueEvidence | None:
     count, clean, use = ring.count.value_(), ring.next_to_clean.value_(), ring.next_to_use.value_()
     if not ring.desc or not count or clean >= count or use >= count:
         return None
-    raw = prog.read(ring.desc.value_(), count * DESC_SIZE)
+    raw = _read_descriptors(prog, "tx", q, ring, count)
     n, addrs, i, walked = 0, [], clean, 0
     # e1000_clean_tx_irq: a packet is done when the descriptor its first buffer's
     # next_to_watch names (its last one) has DD; the driver zeroes upper.data on cleaning
@@ -108,13 +120,14 @@ def decode_e1000(prog: drgn.Program, pdev: drgn.Object) -> list[QueueEvidence]:
         return []
     netdev, adapter = found
     dev = netdev.name.string_().decode()
+    reads("struct e1000_adapter", adapter)
     out = []
     for q, ring in _rings(adapter, "rx"):
-        ev = _rx_queue(prog, f"{dev} rx{q}", ring)
+        ev = _rx_queue(prog, f"{dev} rx{q}", q, ring)
         if ev:
             out.append(ev)
     for q, ring in _rings(adapter, "tx"):
-        ev = _tx_queue(prog, f"{dev} tx{q}", ring)
+        ev = _tx_queue(prog, f"{dev} tx{q}", q, ring)
         if ev:
             out.append(ev)
     return out

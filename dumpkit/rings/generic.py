@@ -14,12 +14,15 @@ from collections.abc import Callable, Iterable
 
 import drgn
 
+from dumpkit.rings.base import reads
+
 __all__ = ["generic_evidence", "managed_coherent", "scsi_data_dma", "sg_dma_addresses"]
 
 DMA_MAPPING_ERROR = (1 << 64) - 1
 SG_CHAIN, SG_END = 0x1, 0x2
 MAX_SG = 4096
 MAX_DEVRES = 4096
+PAGE_SIZE = 4096
 
 Mappings = Callable[[drgn.Object], Iterable[int]] | Iterable[int] | None
 
@@ -112,17 +115,26 @@ def generic_evidence(prog: drgn.Program, pdev: drgn.Object, mappings: Mappings =
     return f"{known}. {unknown[0].upper()}{unknown[1:]}."
 
 
-def sg_dma_addresses(sgl: drgn.Object, nents: int, limit: int = MAX_SG) -> list[int]:
+def sg_dma_addresses(sgl: drgn.Object, nents: int, limit: int = MAX_SG, what: str = "scatterlist") -> list[int]:
     """Device addresses of a mapped scatterlist (``struct scatterlist *``), following
     chain entries, skipping entries the DMA mapping left unused (zero length or
-    DMA_MAPPING_ERROR, as an IOMMU that merged segments leaves them)."""
+    DMA_MAPPING_ERROR, as an IOMMU that merged segments leaves them).
+
+    :param what: whose scatterlist it is, for the record of objects read ("ata1 tag 3")
+    """
     out: list[int] = []
     has_len = sgl.type_.type.has_member("dma_length")
     sg, seen = sgl, 0
-    while sg and seen < min(nents, limit):
+    total = min(nents, limit)
+    entry_size = drgn.sizeof(sgl.type_.type)
+    # a chunk ends at its chain entry; none is longer than a page (SG_MAX_SINGLE_ALLOC)
+    chunk = max(1, PAGE_SIZE // entry_size)
+    reads(f"struct scatterlist[] of {what}", sgl, min(total - seen, chunk) * entry_size)
+    while sg and seen < total:
         link = sg.page_link.value_()
         if link & SG_CHAIN:
             sg = drgn.Object(sgl.prog_, sgl.type_, value=link & ~(SG_CHAIN | SG_END))
+            reads(f"struct scatterlist[] of {what} (chained)", sg, min(total - seen, chunk) * entry_size)
             continue
         addr = sg.dma_address.value_()
         length = sg.dma_length.value_() if has_len else sg.length.value_()
@@ -139,6 +151,7 @@ def scsi_data_dma(scmd: drgn.Object) -> list[int]:
     """Device addresses of a SCSI command's data buffers (``struct scsi_cmnd *``)."""
     if not scmd:
         return []
+    reads("struct scsi_cmnd", scmd)
     t = scmd.type_.type
     if t.has_member("sdb"):
         table = scmd.sdb.table
@@ -146,4 +159,4 @@ def scsi_data_dma(scmd: drgn.Object) -> list[int]:
         return []
     if not table.sgl:
         return []
-    return sg_dma_addresses(table.sgl, table.nents.value_())
+    return sg_dma_addresses(table.sgl, table.nents.value_(), what=f"the struct scsi_cmnd at {scmd.value_():#x}")

@@ -18,7 +18,7 @@ import struct
 
 import drgn
 
-from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder
+from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder, reads
 from dumpkit.rings.generic import scsi_data_dma
 
 __all__ = ["decode_megaraid_sas", "megasas_instance", "megaraid_sas_buffers", "DECODER"]
@@ -59,8 +59,24 @@ def _cmd_dma(cmd: drgn.Object, frame_member: str) -> list[int]:
     return out
 
 
+def _command(cmd_list: drgn.Object, index: int, count: int, named: str) -> drgn.Object | None:
+    """Entry ``index`` of a driver's command pointer array of ``count`` entries, recording
+    the array and the command read.
+
+    :param named: how the reply named the command ("SMID 3")
+    """
+    kind = cmd_list.type_.type.type.tag
+    reads(f"megaraid_sas cmd_list (struct {kind} *[])", cmd_list, count * drgn.sizeof(cmd_list.type_.type))
+    cmd = cmd_list[index]
+    if not cmd:
+        return None
+    reads(f"struct {kind} ({named})", cmd)
+    return cmd
+
+
 def _fusion(prog: drgn.Program, inst: drgn.Object) -> list[QueueEvidence]:
     fusion = drgn.cast("struct fusion_context *", inst.ctrl_context)
+    reads("struct fusion_context", fusion)
     depth = fusion.reply_q_depth.value_()
     if not depth or depth > MAX_DEPTH:
         return []
@@ -73,6 +89,7 @@ def _fusion(prog: drgn.Program, inst: drgn.Object) -> list[QueueEvidence]:
         start = fusion.last_reply_idx[q].value_()
         if start >= depth:
             continue
+        reads(f"megaraid_sas reply queue {q}", base.value_(), depth * REPLY_DESC_SIZE)
         raw = prog.read(base.value_(), depth * REPLY_DESC_SIZE)
         n, i, addrs = 0, start, []
         while n < depth:
@@ -81,7 +98,7 @@ def _fusion(prog: drgn.Program, inst: drgn.Object) -> list[QueueEvidence]:
                 break
             smid = (low >> 16) & 0xFFFF
             if 1 <= smid <= max_cmds and fusion.cmd_list:
-                cmd = fusion.cmd_list[smid - 1]
+                cmd = _command(fusion.cmd_list, smid - 1, max_cmds, f"SMID {smid}")
                 if cmd:
                     addrs.extend(_cmd_dma(cmd, "io_request_phys_addr"))
             n += 1
@@ -96,16 +113,19 @@ def _mfi(prog: drgn.Program, inst: drgn.Object) -> list[QueueEvidence]:
     entries = inst.max_fw_cmds.value_() + 1
     if entries > MAX_DEPTH:
         raise ValueError(f"megaraid_sas MFI reply queue of {entries} entries")
+    reads("megaraid_sas MFI producer index", inst.producer, 4)
+    reads("megaraid_sas MFI consumer index", inst.consumer, 4)
     prod, cons = inst.producer[0].value_(), inst.consumer[0].value_()
     if prod >= entries or cons >= entries:
         raise ValueError(f"megaraid_sas MFI producer {prod} or consumer {cons} beyond {entries} entries")
     n = (prod - cons) % entries
+    reads("megaraid_sas MFI reply queue", inst.reply_queue, entries * 4)
     raw = prog.read(inst.reply_queue.value_(), entries * 4)
     addrs = []
     for k in range(n):
         context, = struct.unpack_from("<I", raw, ((cons + k) % entries) * 4)
         if context < inst.max_fw_cmds.value_() and inst.cmd_list:
-            cmd = inst.cmd_list[context]
+            cmd = _command(inst.cmd_list, context, entries - 1, f"context {context}")
             if cmd:
                 addrs.extend(_cmd_dma(cmd, "frame_phys_addr"))
     return [QueueEvidence("MFI reply queue", entries, n, cons, prod, addrs)]
@@ -115,6 +135,7 @@ def decode_megaraid_sas(prog: drgn.Program, pdev: drgn.Object) -> list[QueueEvid
     inst = megasas_instance(prog, pdev)
     if inst is None:
         return []
+    reads("struct megasas_instance", inst)
     return _fusion(prog, inst) if _is_fusion(inst) else _mfi(prog, inst)
 
 

@@ -9,7 +9,7 @@ import struct
 
 import drgn
 
-from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder
+from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder, reads
 from dumpkit.rings.generic import scsi_data_dma
 
 __all__ = ["decode_pvscsi", "pvscsi_adapter", "pvscsi_buffers", "DECODER"]
@@ -26,6 +26,7 @@ def pvscsi_adapter(prog: drgn.Program, pdev: drgn.Object) -> drgn.Object | None:
     host = drgn.cast("struct Scsi_Host *", pdev.dev.driver_data)
     if not host:
         return None
+    reads("struct Scsi_Host", host)
     # shost_priv(): the driver's data follows struct Scsi_Host (hostdata[])
     return drgn.Object(prog, "struct pvscsi_adapter *", value=host.hostdata.address_)
 
@@ -34,6 +35,7 @@ def _state(adapter: drgn.Object) -> dict[str, int] | None:
     s = adapter.rings_state
     if not s:
         return None
+    reads("pvscsi rings state page", s, PAGE_SIZE)
     return {f: getattr(s, f).value_() for f in ("reqProdIdx", "reqConsIdx", "reqNumEntriesLog2", "cmpProdIdx",
                                                  "cmpConsIdx", "cmpNumEntriesLog2", "msgProdIdx", "msgConsIdx",
                                                  "msgNumEntriesLog2")}
@@ -41,7 +43,10 @@ def _state(adapter: drgn.Object) -> dict[str, int] | None:
 
 def decode_pvscsi(prog: drgn.Program, pdev: drgn.Object) -> list[QueueEvidence]:
     adapter = pvscsi_adapter(prog, pdev)
-    if adapter is None or not adapter.cmp_ring:
+    if adapter is None:
+        return []
+    reads("struct pvscsi_adapter", adapter)
+    if not adapter.cmp_ring:
         return []
     st = _state(adapter)
     if st is None:
@@ -57,8 +62,11 @@ def decode_pvscsi(prog: drgn.Program, pdev: drgn.Object) -> list[QueueEvidence]:
     if pending > size:
         raise ValueError(f"pvscsi completion ring: producer {prod} is {pending} entries past consumer {cons}, "
                          f"more than its {size} entries")
+    reads("pvscsi completion ring", adapter.cmp_ring, size * CMP_DESC_SIZE)
     raw = prog.read(adapter.cmp_ring.value_(), size * CMP_DESC_SIZE)
     depth = adapter.req_depth.value_()
+    if pending and adapter.cmd_map:
+        reads("pvscsi cmd_map (struct pvscsi_ctx[])", adapter.cmd_map, depth * drgn.sizeof(adapter.cmd_map[0]))
     addrs = []
     for k in range(pending):
         context, = struct.unpack_from("<Q", raw, ((cons + k) & (size - 1)) * CMP_DESC_SIZE)

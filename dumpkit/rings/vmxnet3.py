@@ -9,7 +9,7 @@ import struct
 
 import drgn
 
-from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder
+from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder, reads
 
 __all__ = ["decode_vmxnet3", "vmxnet3_adapter", "vmxnet3_buffers", "DECODER"]
 
@@ -27,20 +27,27 @@ def vmxnet3_adapter(prog: drgn.Program, pdev: drgn.Object) -> tuple[drgn.Object,
     netdev = drgn.cast("struct net_device *", pdev.dev.driver_data)
     if not netdev:
         return None
+    reads("struct net_device", netdev)
     return netdev, drgn.cast("struct vmxnet3_adapter *", netdev_priv(netdev))
 
 
 def _queues(adapter: drgn.Object, kind: str) -> list[tuple[int, drgn.Object]]:
     n = getattr(adapter, f"num_{kind}_queues").value_()
     arr = getattr(adapter, f"{kind}_queue")
-    return [(q, arr[q]) for q in range(max(0, min(n, MAX_QUEUES, len(arr))))]
+    out = []
+    for q in range(max(0, min(n, MAX_QUEUES, len(arr)))):
+        # the queues are inside the adapter: recorded apart, a fault names the queue
+        reads(f"struct vmxnet3_{kind}_queue {kind}q{q}", arr[q].address_of_())
+        out.append((q, arr[q]))
+    return out
 
 
-def _pending(prog: drgn.Program, ring: drgn.Object) -> tuple[int, int, int, bytes] | None:
+def _pending(prog: drgn.Program, ring: drgn.Object, label: str) -> tuple[int, int, int, bytes] | None:
     """(size, next2proc, index after the last device-owned descriptor, raw ring)."""
     size, start, gen = ring.size.value_(), ring.next2proc.value_(), ring.gen.value_() & 1
     if not ring.base or not size or start >= size:
         return None
+    reads(label, ring.base.value_(), size * COMP_DESC_SIZE)
     raw = prog.read(ring.base.value_(), size * COMP_DESC_SIZE)
     return size, start, gen, raw
 
@@ -59,13 +66,17 @@ def _walk(size: int, start: int, gen: int, raw: bytes):
             i, g = 0, g ^ 1
 
 
-def _rx_queue(prog: drgn.Program, adapter: drgn.Object, name: str, rq: drgn.Object) -> QueueEvidence | None:
-    found = _pending(prog, rq.comp_ring)
+def _rx_queue(prog: drgn.Program, adapter: drgn.Object, q: int, name: str, rq: drgn.Object) -> QueueEvidence | None:
+    found = _pending(prog, rq.comp_ring, f"vmxnet3 rxq{q} completion ring")
     if found is None:
         return None
     size, start, gen, raw = found
     nq = adapter.num_rx_queues.value_()
     ring_sizes = [rq.rx_ring[r].size.value_() for r in (0, 1)]
+    for r in (0, 1):
+        if rq.buf_info[r]:
+            reads(f"vmxnet3 rxq{q} ring{r} buf_info array", rq.buf_info[r],
+                  ring_sizes[r] * drgn.sizeof(rq.buf_info[r][0]))
     addrs, n, end = [], 0, start
     for i, dw0 in _walk(size, start, gen, raw):
         n += 1
@@ -81,13 +92,15 @@ def _rx_queue(prog: drgn.Program, adapter: drgn.Object, name: str, rq: drgn.Obje
     return QueueEvidence(name, size, n, start, end, addrs)
 
 
-def _tx_queue(prog: drgn.Program, name: str, tq: drgn.Object) -> QueueEvidence | None:
-    found = _pending(prog, tq.comp_ring)
+def _tx_queue(prog: drgn.Program, q: int, name: str, tq: drgn.Object) -> QueueEvidence | None:
+    found = _pending(prog, tq.comp_ring, f"vmxnet3 txq{q} completion ring")
     if found is None:
         return None
     size, start, gen, raw = found
     tx_size = tq.tx_ring.size.value_()
     comp = tq.tx_ring.next2comp.value_()
+    if tq.buf_info:
+        reads(f"vmxnet3 txq{q} buf_info array", tq.buf_info, tx_size * drgn.sizeof(tq.buf_info[0]))
     addrs, n, end = [], 0, start
     for i, dw0 in _walk(size, start, gen, raw):
         n += 1
@@ -113,13 +126,14 @@ def decode_vmxnet3(prog: drgn.Program, pdev: drgn.Object) -> list[QueueEvidence]
         return []
     netdev, adapter = found
     dev = netdev.name.string_().decode()
+    reads("struct vmxnet3_adapter", adapter)
     out = []
     for q, rq in _queues(adapter, "rx"):
-        ev = _rx_queue(prog, adapter, f"{dev} rxq{q} completion", rq)
+        ev = _rx_queue(prog, adapter, q, f"{dev} rxq{q} completion", rq)
         if ev:
             out.append(ev)
     for q, tq in _queues(adapter, "tx"):
-        ev = _tx_queue(prog, f"{dev} txq{q} completion", tq)
+        ev = _tx_queue(prog, q, f"{dev} txq{q} completion", tq)
         if ev:
             out.append(ev)
     return out

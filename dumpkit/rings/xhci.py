@@ -10,7 +10,7 @@ import struct
 
 import drgn
 
-from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder
+from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder, reads
 
 __all__ = ["decode_xhci", "xhci_hcd", "xhci_event_rings", "xhci_buffers", "DECODER"]
 
@@ -29,10 +29,14 @@ def xhci_hcd(prog: drgn.Program, pdev: drgn.Object) -> drgn.Object | None:
     hcd = drgn.cast("struct usb_hcd *", pdev.dev.driver_data)
     if not hcd:
         return None
+    reads("struct usb_hcd", hcd)
     primary = hcd.primary_hcd
     if primary and primary.value_() != hcd.value_():
         hcd = primary
-    return drgn.Object(prog, "struct xhci_hcd *", value=hcd.hcd_priv.address_)
+        reads("struct usb_hcd (primary)", hcd)
+    xhci = drgn.Object(prog, "struct xhci_hcd *", value=hcd.hcd_priv.address_)
+    reads("struct xhci_hcd", xhci)
+    return xhci
 
 
 def xhci_event_rings(prog: drgn.Program, xhci: drgn.Object) -> list[tuple[int, drgn.Object]]:
@@ -47,23 +51,37 @@ def xhci_event_rings(prog: drgn.Program, xhci: drgn.Object) -> list[tuple[int, d
         prog.cache[key] = layout
     if layout == "interrupters":
         out = []
-        for i in range(min(xhci.max_interrupters.value_(), 1024)):
+        n = min(xhci.max_interrupters.value_(), 1024)
+        if xhci.interrupters:
+            reads("xhci interrupters (struct xhci_interrupter *[])", xhci.interrupters,
+                  n * drgn.sizeof(xhci.interrupters.type_.type))
+        for i in range(n if xhci.interrupters else 0):
             ir = xhci.interrupters[i]
+            if ir:
+                reads(f"struct xhci_interrupter {i}", ir)
             if ir and ir.event_ring:
                 out.append((i, ir.event_ring))
         return out
     if layout == "interrupter":
         ir = xhci.interrupter
+        if ir:
+            reads("struct xhci_interrupter 0", ir)
         return [(0, ir.event_ring)] if ir and ir.event_ring else []
     if layout == "event_ring":
         return [(0, xhci.event_ring)] if xhci.event_ring else []
     return []
 
 
-def _segments(ring: drgn.Object) -> list[drgn.Object]:
+def _segments(ring: drgn.Object, what: str = "ring") -> list[drgn.Object]:
+    """The ring's segments from its first, at most its ``num_segs``.
+
+    :param what: how the ring is named in the record of objects read ("event ring 0")
+    """
+    reads(f"struct xhci_ring ({what})", ring)
     segs, seg = [], ring.first_seg
     n = min(ring.num_segs.value_(), MAX_SEGMENTS)
     while seg and len(segs) < n:
+        reads(f"struct xhci_segment {len(segs)} of {what}", seg)
         segs.append(seg)
         seg = seg.next
         if seg.value_() == ring.first_seg.value_():
@@ -80,19 +98,22 @@ def _transfer_buffer(prog: drgn.Program, xhci: drgn.Object, control: int, ptr: i
     dev = xhci.devs[slot]
     if not dev:
         return None
+    reads(f"struct xhci_virt_device (slot {slot})", dev)
     ring = dev.eps[ep_index].ring
     if not ring:
         return None
-    for seg in _segments(ring):
+    what = f"slot {slot} endpoint {ep_index} transfer ring"
+    for k, seg in enumerate(_segments(ring, what)):
         base = seg.dma.value_()
         if base <= ptr < base + TRBS_PER_SEGMENT * TRB_SIZE and (ptr - base) % TRB_SIZE == 0:
+            reads(f"xhci {what} segment {k} TRB {(ptr - base) // TRB_SIZE}", seg.trbs.value_() + ptr - base, TRB_SIZE)
             lo, hi, _status, ctl = struct.unpack("<IIII", prog.read(seg.trbs.value_() + ptr - base, TRB_SIZE))
             return None if ctl & TRB_IDT else lo | hi << 32
     return None
 
 
 def _event_ring(prog: drgn.Program, xhci: drgn.Object, num: int, ring: drgn.Object) -> QueueEvidence | None:
-    segs = _segments(ring)
+    segs = _segments(ring, f"event ring {num}")
     if not segs or not ring.dequeue or not ring.deq_seg:
         return None
     try:
@@ -109,6 +130,7 @@ def _event_ring(prog: drgn.Program, xhci: drgn.Object, num: int, ring: drgn.Obje
     n, addrs = 0, []
     while n < size:
         if s not in raw:
+            reads(f"xhci event ring {num} segment {s}", segs[s].trbs.value_(), TRBS_PER_SEGMENT * TRB_SIZE)
             raw[s] = prog.read(segs[s].trbs.value_(), TRBS_PER_SEGMENT * TRB_SIZE)
         lo, hi, _status, control = struct.unpack_from("<IIII", raw[s], idx * TRB_SIZE)
         if control & TRB_CYCLE != cycle:
