@@ -33,6 +33,7 @@ from kdump_damage import damage_page
 import dumpkit
 from conftest import SAMPLES
 from dumpkit.rings import ahci, e1000, megaraid_sas, pvscsi, ring_evidence, vmxnet3, xhci
+from dumpkit.rings.base import read_trail
 from dumpkit.rings.generic import generic_evidence
 
 CACHE = Path(os.environ.get("DUMPKIT_CACHE") or Path.home() / ".cache" / "dumpkit")
@@ -493,7 +494,17 @@ def test_megaraid_fusion_reply_queues_from_synthetic_memory():
     prog.add_memory_segment(base, len(mem), lambda addr, count, offset, physical: bytes(mem[offset:offset + count]))
     inst = drgn.Object(prog, prog.pointer_type(inst_t), value=layout["inst"])
     assert megaraid_sas._is_fusion(inst)
-    q0, q1 = megaraid_sas._fusion(prog, inst)
+    trail: list = []
+    token = read_trail().set(trail)
+    try:
+        q0, q1 = megaraid_sas._fusion(prog, inst)
+    finally:
+        read_trail().reset(token)
+    read = {label: addr for label, addr, _size in trail}
+    assert read["struct fusion_context"] == layout["fusion"]
+    assert read["megaraid_sas reply queue 0"] == layout["replies"]
+    assert read["megaraid_sas reply queue 1"] == layout["replies"] + depth * 8
+    assert read["struct megasas_cmd_fusion (SMID 7)"] == layout["cmds"] + 7 * cmd_t.size
     assert (q0.size, q0.unprocessed, q0.driver_index, q0.device_index) == (16, 3, 14, 1)
     assert q0.dma_addresses == [0x5000300, 0x5000500, 0x5000700]
     assert (q1.unprocessed, q1.driver_index, q1.device_index) == (0, 4, 4)
