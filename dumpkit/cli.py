@@ -309,13 +309,19 @@ def _modules(dump) -> list | None:
 
 
 def _module_lines(modules: list) -> list[str]:
-    loaded = sum(1 for m in modules if getattr(m, "debug_file", None))
-    lines = [f"{'modules:':22}" + (f"{len(modules)} loaded, debug info for {loaded}" if modules else "none loaded")]
-    for m in modules:
+    """The module table of ``info``; an entry with status "unreadable" is where the dump's
+    module list could not be followed: a line of its own, not counted as a module."""
+    cuts = [m for m in modules if getattr(m, "status", None) == "unreadable"]
+    mods = [m for m in modules if m not in cuts]
+    loaded = sum(1 for m in mods if getattr(m, "debug_file", None))
+    lines = [f"{'modules:':22}" + (f"{len(mods)} loaded, debug info for {loaded}" if mods else "none loaded")
+             + (" (the list is cut: more may be loaded)" if cuts else "")]
+    for m in mods:
         address = getattr(m, "address", None)
         where = f"{address:#x}" if isinstance(address, int) else "-"
         detail = getattr(m, "debug_file", None) or getattr(m, "reason", None) or getattr(m, "status", "")
         lines.append(f"  {m.name:24} {where:18} {getattr(m, 'build_id', None) or '-':40}  {detail}")
+    lines += [f"  module list cut: {getattr(m, 'reason', None) or m.name}" for m in cuts]
     return lines
 
 

@@ -83,8 +83,15 @@ def verdict_frame(v: Verdicts):
     return pd.DataFrame([_row(e) for e in v.endpoints]).set_index("bdf")
 
 
+def _json_endpoint(e: EndpointVerdict) -> dict:
+    """An endpoint's row with what the table leaves out: the landing pages, what the dump
+    lost of it, and each claim's sources (the kernel objects and logs it was read from)."""
+    return {**_row(e), "landed_pages": e.landed_pages, "unreadable": getattr(e, "unreadable", None),
+            **{f"{claim}_sources": list(getattr(e, claim).sources) for claim in CLAIMS}}
+
+
 def verdict_json(v: Verdicts) -> dict:
-    return {"endpoints": [{**_row(e), "landed_pages": e.landed_pages} for e in v.endpoints],
+    return {"endpoints": [_json_endpoint(e) for e in v.endpoints],
             **{k: getattr(v, k) for k in ("iommu", "capture_logs", "capture_checks", "capture_dump", "ports_reset",
                                           "ports_not_reset", "warnings", "errors")}}
 
