@@ -20,15 +20,15 @@ import pyarrow.parquet as pq
 
 __all__ = ["DUMPS_SCHEMA", "ENDPOINTS_SCHEMA", "Dataset", "fleet_views", "load_dataset"]
 
-S, I, B, F = pa.string(), pa.int64(), pa.bool_(), pa.float64()
+S, INT, B, F = pa.string(), pa.int64(), pa.bool_(), pa.float64()
 DUMPS_SCHEMA = pa.schema([
-    ("dump_sha256", S), ("dumpkit_version", S), ("path", S), ("directory", S), ("size", I), ("mtime_ns", I),
+    ("dump_sha256", S), ("dumpkit_version", S), ("path", S), ("directory", S), ("size", INT), ("mtime_ns", INT),
     ("status", S), ("reason", S), ("kind", S), ("kernel_release", S), ("build_id", S), ("debug_file", S),
     ("crash_time", S), ("panic", S), ("capture_kernel", B),
-    ("endpoints", I), ("could_dma", I), ("dma_after_crash", I), ("hit_capture_kernel", I),
-    ("stopped_by_reset", I), ("faults", I), ("post_crash_completions", I), ("ports_reset", I),
-    ("dma_after_crash_devices", S), ("could_dma_unknown", I), ("dma_after_crash_unknown", I),
-    ("hit_capture_kernel_unknown", I), ("stopped_by_reset_unknown", I), ("unreadable", S), ("capture_log", S), ("capture_log_match", S), ("warnings", S),
+    ("endpoints", INT), ("could_dma", INT), ("dma_after_crash", INT), ("hit_capture_kernel", INT),
+    ("stopped_by_reset", INT), ("faults", INT), ("post_crash_completions", INT), ("ports_reset", INT),
+    ("dma_after_crash_devices", S), ("could_dma_unknown", INT), ("dma_after_crash_unknown", INT),
+    ("hit_capture_kernel_unknown", INT), ("stopped_by_reset_unknown", INT), ("unreadable", S), ("capture_log", S), ("capture_log_match", S), ("warnings", S),
     ("iommu", S), ("worker", S), ("seconds", F), ("analysed_at", S),
 ])
 ENDPOINTS_SCHEMA = pa.schema([
@@ -39,7 +39,7 @@ ENDPOINTS_SCHEMA = pa.schema([
     ("hit_capture_kernel", B), ("hit_capture_kernel_evidence", S), ("hit_capture_kernel_sources", S),
     ("stopped_by_reset", B), ("stopped_by_reset_applicable", B), ("stopped_by_reset_evidence", S),
     ("stopped_by_reset_sources", S),
-    ("post_crash_completions", I), ("faults", I), ("decoder", S), ("reset_ports", S), ("summary", S),
+    ("post_crash_completions", INT), ("faults", INT), ("decoder", S), ("reset_ports", S), ("summary", S),
 ])
 
 
@@ -156,9 +156,9 @@ def load_dataset(path: str | os.PathLike):
     if len(dumps):
         dumps["_key"] = dumps["dump_sha256"].fillna(dumps["path"])
         dumps = dumps.sort_values("analysed_at").drop_duplicates("_key", keep="last").drop(columns="_key")
-        keep = set(zip(dumps["dump_sha256"], dumps["dumpkit_version"]))
+        keep = set(zip(dumps["dump_sha256"], dumps["dumpkit_version"], strict=True))
         if len(endpoints):
-            mask = [(s, v) in keep for s, v in zip(endpoints["dump_sha256"], endpoints["dumpkit_version"])]
+            mask = [(s, v) in keep for s, v in zip(endpoints["dump_sha256"], endpoints["dumpkit_version"], strict=True)]
             endpoints = endpoints[mask]
         caps = dumps[dumps["kind"] == "capture-state dump"].groupby("directory")["path"].agg(",".join)
         crashes = dumps[dumps["kind"] == "crash"].groupby("directory")["path"].agg(",".join)
