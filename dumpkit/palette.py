@@ -65,6 +65,9 @@ VERDICT_STYLES = {
     "DMA after crash, hit capture kernel, stopped by reset": Style(
         "DMA after crash, hit capture kernel, stopped by reset", "#67000d", "s", "//", "bad"),
     "DMA after crash": Style("DMA after crash", "#a50f15", "s", None, "bad"),
+    "DMA after crash, hit unknown": Style("DMA after crash, hit unknown", "#a50f15", "s", "..", "bad"),
+    "DMA after crash, hit unknown, stopped by reset": Style(
+        "DMA after crash, hit unknown, stopped by reset", "#a50f15", "s", "//", "bad"),
     "DMA after crash, stopped by reset": Style("DMA after crash, stopped by reset", "#a50f15", "s", "//", "bad"),
     "unknown": Style("unknown", UNKNOWN.face, UNKNOWN.marker, UNKNOWN.hatch, "unknown"),
     "could DMA, no evidence after crash": Style("could DMA, no evidence after crash", "#deebf7", "o", "..", "idle"),

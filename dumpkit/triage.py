@@ -140,7 +140,8 @@ def verdict_counts(v) -> dict:
         claims = [getattr(e, claim) for e in eps]
         row[column] = sum(1 for c in claims if c.value)
         row[column + "_unknown"] = sum(1 for c in claims if c.value is None and c.applicable)
-    lost = any(e.unreadable or (e.decoder and e.did_dma_after_crash.value is None) for e in eps)
+    lost = any(e.unreadable or e.ring_status == "error" or (e.decoder and e.did_dma_after_crash.value is None)
+               for e in eps)
     row["post_crash_completions"] = None if lost else sum(e.post_crash_completions or 0 for e in eps)
     row["unreadable"] = "; ".join(v.errors) or None
     return row

@@ -23,6 +23,7 @@ TIMESTAMP = re.compile(r"^\[ *(\d+\.\d+)\]")
 # PCI base classes whose functions firmware commonly leaves mastering (legacy USB
 # emulation, boot storage, the boot framebuffer)
 FIRMWARE_AGENTS = {0x0C03: "a USB controller", 0x01: "a storage controller", 0x03: "a display controller"}
+IOMMU_REPORTER = re.compile(r"dmar|iommu|smmu", re.IGNORECASE)
 FEW_RECORDS = "the IOMMU keeps few fault records and the kernel rate-limits them: more may have occurred"
 
 
@@ -64,6 +65,7 @@ class EndpointVerdict:
     device: int | None = None
     decoder: str | None = None
     unreadable: str | None = None       # why the dump lost this function's struct pci_dev
+    ring_status: str | None = None      # how its rings were read (RingEvidence.status): "error" = unreadable
 
     @property
     def summary(self) -> str:
@@ -73,6 +75,8 @@ class EndpointVerdict:
             parts = ["DMA after crash"]
             if self.hit_capture_kernel.value:
                 parts.append("hit capture kernel")
+            elif self.hit_capture_kernel.value is None:
+                parts.append("hit unknown")
             if self.stopped_by_reset.value:
                 parts.append("stopped by reset")
             return ", ".join(parts)
@@ -135,11 +139,18 @@ def _copied_in_capture(capture_dump) -> set[str] | None:
     return {e.bdf for e in state.entries if e.copied}
 
 
+def _iommu_suppressed(faults: list) -> int:
+    """Messages of IOMMU fault reporters (dmar_fault, amd_iommu_report_page_fault,
+    arm_smmu_*…) the kernel's rate limit dropped; other functions' notices do not count."""
+    return sum(f.detail.get("suppressed", 0) for f in faults if f.kind == "callbacks-suppressed"
+               and IOMMU_REPORTER.search(f.detail.get("function", "")))
+
+
 def _lost_records(faults: list) -> str:
     """What the capture log says of fault records it did not print: rate-limited messages
-    ("callbacks suppressed") and fault-recording overflow (VT-d FSTS.PFO). Empty if none."""
+    of the IOMMU's fault reporter and fault-recording overflow (VT-d FSTS.PFO). Empty if none."""
     parts = []
-    suppressed = sum(f.detail.get("suppressed", 0) for f in faults if f.kind == "callbacks-suppressed")
+    suppressed = _iommu_suppressed(faults)
     if suppressed:
         parts.append(f"{suppressed} suppressed messages")
     if any("PFO" in f.detail.get("bits", ()) for f in faults if f.kind == "fault-status"):
@@ -174,7 +185,9 @@ def _could_dma(dev, entry, mapping, bypass: bool | None, bypass_why: str, have_i
 
 
 def _could_dma_claim(dev, entry, mapping, bypass: bool | None, bypass_why: str, have_iommu: bool) -> Claim:
-    if dev.driver is None:
+    if "driver" in dev.unknown:
+        claim = Claim(None, [f"whether a driver is bound is unknown: {dev.unknown['driver']}"])
+    elif dev.driver is None:
         ev = ["no driver bound; the kernel's Bus Master flag is software state and firmware may have left "
               "the device mastering"]
         agent = FIRMWARE_AGENTS.get(dev.class_code >> 8) or FIRMWARE_AGENTS.get(dev.class_code >> 16)
@@ -352,7 +365,7 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
                                                 ring.status == "decoded" and ring.queues else [])
         # hit the capture kernel
         faults = faults_by_dev.get(dev.bdf, [])
-        suppressed = sum(f.detail.get("suppressed", 0) for f in capture_faults if f.kind == "callbacks-suppressed")
+        suppressed = _iommu_suppressed(capture_faults)
         if faults:
             hit = Claim(True, [f"{len(faults)} IOMMU fault(s) from it logged by the capture kernel"
                                + (f" (+{suppressed} suppressed messages)" if suppressed else "")
@@ -411,7 +424,7 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
         stopped.sources = list(texts)
         out.append(EndpointVerdict(dev.bdf, name, dev.driver, could, did, hit, stopped, completions,
                                    len(faults), ports, ring.phys_pages if ring else [], dev.vendor, dev.device,
-                                   ring.decoder if ring else None))
+                                   ring.decoder if ring else None, ring_status=ring.status if ring else None))
     out += _unreadable_endpoints(prog, tree, pdevs)
     return Verdicts(out, list(texts), str(capture_dump.path) if capture_dump else None,
                     sorted(reset), not_reset, errors, warnings, state.vendor, checks)

@@ -206,6 +206,16 @@ def loc_virtio_used(prog, baseline) -> Damage:
     return Damage(phys_of(prog, vvq.split.vring.used.value_()), {(name, "did_dma_after_crash")})
 
 
+def loc_nic_driver(prog, baseline) -> Damage:
+    """The e1000e's struct pci_driver (module data): every function whose driver lives in
+    that page loses whether a driver is bound, and with it what it could and did do."""
+    _nic, pdev = by_driver(prog, "e1000e")
+    page = phys_of(prog, pdev.driver.value_()) & ~0xFFF
+    hit = [name for name, p in pci_devices(prog)[0] if p.driver and phys_of(prog, p.driver.value_()) & ~0xFFF == page]
+    return Damage(phys_of(prog, pdev.driver.value_()),
+                  {(b, c) for b in hit for c in ("could_dma", "did_dma_after_crash")})
+
+
 def loc_printk(prog, baseline) -> Damage:
     return Damage(phys_of(prog, prog["prb"].text_data_ring.data.value_()), set())
 
@@ -219,7 +229,7 @@ TINY: dict[str, Callable] = {
     "intel-iommu": loc_intel_iommu, "dmar-drhd-unit": loc_drhd, "nic-pci-dev": loc_nic_pci_dev,
     "nic-pci-bus": loc_nic_pci_bus, "e1000e-rx-descriptors": loc_rx_descriptors, "e1000-ring": loc_e1000_ring,
     "e1000-adapter": loc_e1000_adapter, "nvme-queue": loc_nvme_queue, "nvme-completion-queue": loc_nvme_cq,
-    "virtio-used-ring": loc_virtio_used, "printk-ring": loc_printk, "pci-root-buses": loc_pci_root_buses,
+    "virtio-used-ring": loc_virtio_used, "nic-pci-driver": loc_nic_driver, "printk-ring": loc_printk, "pci-root-buses": loc_pci_root_buses,
 }
 
 
@@ -288,6 +298,8 @@ def test_damaged_page_command(name, command, damaged, results):
         json.loads(r.stdout)
     if command in ("iommu", "verdict") and name in ("vtd-root-table", "vtd-context-table", "iova-page-table"):
         assert f"{d.phys & ~0xFFF:#x}" in r.stdout + r.stderr
+        # a fault of a device whose tables are lost is "unknown", never "had no mappings"
+        assert "had no page-table mappings" not in r.stdout
 
 
 def _claims(js: dict) -> dict[tuple[str, str], tuple]:

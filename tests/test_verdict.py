@@ -67,6 +67,21 @@ def test_stopped_by_reset_exactly_in_the_patched_scenarios(scenario):
         assert v.reset_ports and v.faults == 0
 
 
+def test_rate_limit_notices_of_other_functions_are_not_lost_fault_records(tmp_path):
+    """A "callbacks suppressed" line of some other function (block layer, network) in the
+    capture log says nothing about the IOMMU's fault records: every claim stays as it was."""
+    log = SAMPLES / "patched-nocopy" / "capture-dmesg.txt"
+    noisy = tmp_path / "capture-dmesg.txt"
+    noisy.write_text(log.read_text() + "[    9.000000] blk_update_request: 3 callbacks suppressed\n"
+                     "[    9.100000] net_ratelimit: 12 callbacks suppressed\n")
+    dump = dumpkit.open(SAMPLES / "patched-nocopy" / "vmcore.kdump")
+    plain, with_noise = judge(dump, [log]), judge(dump, [noisy])
+    claims = ("could_dma", "did_dma_after_crash", "hit_capture_kernel", "stopped_by_reset")
+    assert [[getattr(e, c).value for c in claims] for e in with_noise.endpoints] == \
+        [[getattr(e, c).value for c in claims] for e in plain.endpoints]
+    assert not any("suppressed" in str(e.hit_capture_kernel) for e in with_noise.endpoints)
+
+
 def test_copied_tables_count_as_hitting_the_capture_kernel():
     v = verdicts("copied-traffic", with_capture_dump=True).get(nic("copied-traffic"))
     assert v.hit_capture_kernel.value is True

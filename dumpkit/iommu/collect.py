@@ -82,7 +82,7 @@ def collect_iommu(dump, logs=(), faults: list | None = None, log_sources: list[s
     if faults is None:
         faults, log_sources = _parse_logs(prog, logs, state.errors)
     state.faults, state.log_sources = faults, list(log_sources or [])
-    state.correlations = correlate_faults(prog, dump.pci(), state.mappings, state.faults)
+    state.correlations = correlate_faults(prog, dump.pci(), state.mappings, state.faults, state.entries)
     return state
 
 

@@ -59,12 +59,15 @@ def _senders(prog: drgn.Program, tree: PciTree, requester: str) -> tuple[list[st
 
 
 def correlate_faults(prog: drgn.Program, tree: PciTree, mappings: list[DeviceMappings],
-                     faults: list[FaultRecord]) -> list[FaultCorrelation]:
+                     faults: list[FaultRecord], entries: list | None = None) -> list[FaultCorrelation]:
     """Resolve each DMA fault's requester and address in the dumped kernel.
 
     :param prog: the first (crashed) kernel
     :param mappings: that kernel's per-device mappings (context-entry page tables)
+    :param entries: its translation entries: a device whose translation is unknown (its
+        tables unreadable) has no mappings, and that must not read as "none mapped"
     """
+    unknown = {e.bdf: e for e in entries or () if e.translation == "unknown"}
     from dumpkit.target.walk import pci_devices
 
     by_device = {m.device: m for m in mappings}
@@ -93,6 +96,10 @@ def correlate_faults(prog: drgn.Program, tree: PciTree, mappings: list[DeviceMap
         if hit is None and dm is not None and dm.errors:
             # a table the dump lost may hold the mapping: say so, never "not mapped"
             corr.note = prefix + f"whether {f.address:#x} was mapped for {bdf} is unknown: {dm.errors[0]}"
+            continue
+        if bdf in unknown:
+            why = unknown[bdf].detail.get("reason") or "; ".join(unknown[bdf].errors) or "its tables are unreadable"
+            corr.note = prefix + f"whether {f.address:#x} was mapped for {bdf} is unknown: {why}"
             continue
         if dm is None or not dm.leaves:
             corr.note = prefix + "the device had no page-table mappings in the dumped kernel"

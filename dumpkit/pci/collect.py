@@ -604,7 +604,9 @@ def _judge_dma(tree: PciTree) -> None:
             (dev.error_state in (None, "normal"), f"error state {dev.error_state}"),
         ]
         failed = [why for ok, why in checks if not ok]
-        if dev.is_busmaster is None or dev.enable_count is None:
+        if "driver" in dev.unknown:
+            dev.could_dma, dev.could_dma_reason = None, f"unknown: its driver is unreadable ({dev.unknown['driver']})"
+        elif dev.is_busmaster is None or dev.enable_count is None:
             dev.could_dma, dev.could_dma_reason = None, "unknown: Bus Master or enable count unreadable"
         elif failed:
             dev.could_dma, dev.could_dma_reason = False, "; ".join(failed)

@@ -74,7 +74,13 @@ def iommu_bypass(prog: drgn.Program, pdev: drgn.Object) -> tuple[bool | None, st
 
     :param pdev: ``struct pci_dev *``
     """
-    decoder = decoder_for(_driver(pdev))
+    from dumpkit.target.walk import describe_fault
+
+    try:
+        driver = _driver(pdev)
+    except drgn.FaultError as e:
+        return None, describe_fault(prog, e, "its driver (struct device_driver)")
+    decoder = decoder_for(driver)
     if decoder is None or decoder.bypasses_iommu is None:
         return False, ""
     reason = _missing_module(prog, decoder)
@@ -89,10 +95,13 @@ def iommu_bypass(prog: drgn.Program, pdev: drgn.Object) -> tuple[bool | None, st
 def dma_buffers(prog: drgn.Program, pdev: drgn.Object) -> list[DmaBuffer]:
     """The DMA buffers the device's driver structures name (empty when no decoder knows
     any, or they cannot be read)."""
-    decoder = decoder_for(_driver(pdev))
-    if decoder is None or decoder.buffers is None or _missing_module(prog, decoder):
+    try:
+        decoder = decoder_for(_driver(pdev))
+        if decoder is None or decoder.buffers is None or _missing_module(prog, decoder):
+            return []
+        return decoder.buffers(prog, pdev)
+    except READ_ERRORS:
         return []
-    return decoder.buffers(prog, pdev)
 
 
 def ring_evidence(prog: drgn.Program, pdev: drgn.Object, translate=None) -> RingEvidence:

@@ -91,7 +91,6 @@ def collect(prog: drgn.Program, pci_bdfs: set[str] = frozenset()) -> AmdState:
         except (drgn.FaultError, ValueError) as e:
             why = (describe_fault(prog, e, f"{u.unit.name} device table") if isinstance(e, drgn.FaultError)
                    else f"{u.unit.name}: device table at {u.dev_table:#x} unreadable: {e}")
-            state.errors.append(why)
             entries, lost = [], {devid: why for devid in range(u.last_bdf + 1)}
         state.errors.extend(dict.fromkeys(lost.values()))
         have = {e.bdf for e in entries}
