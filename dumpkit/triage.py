@@ -194,6 +194,24 @@ def _error_row(path, error: str) -> dict:
     return {"path": str(path), "status": "error", "error": error}
 
 
+def _row_ready(i: int, paths: list[Path], directory: list[Path], done: dict[int, dict],
+               kinds: dict[int, str | None]) -> bool:
+    """Whether dump ``i``'s finished row can go out: a crash's at once; a capture-state
+    dump's once every dump of its directory has finished, naming the crash(es) there in
+    its ``crash_dump``."""
+    row = done.get(i)
+    if row is None:
+        return False
+    if row.get("kind") != KIND_CAPTURE:
+        return True
+    siblings = [j for j in range(len(paths)) if j != i and directory[j] == directory[i]]
+    if any(j not in kinds for j in siblings):
+        return False
+    crashes = list(dict.fromkeys(str(paths[j]) for j in siblings if kinds[j] == KIND_CRASH))
+    row["crash_dump"] = ",".join(crashes) or None
+    return True
+
+
 def iter_triage(paths: Sequence[str | os.PathLike], jobs: int = 1, timeout: float = 300,
                 debuginfo: str | Sequence[str] | None = None, progress: bool = False,
                 debuginfod: bool = False, finished: list | None = None) -> Iterator[tuple[int, dict]]:
@@ -215,17 +233,7 @@ def iter_triage(paths: Sequence[str | os.PathLike], jobs: int = 1, timeout: floa
     next_out = 0
 
     def ready(i: int) -> bool:
-        row = done.get(i)
-        if row is None:
-            return False
-        if row.get("kind") != KIND_CAPTURE:
-            return True
-        siblings = [j for j in range(len(paths)) if j != i and directory[j] == directory[i]]
-        if any(j not in kinds for j in siblings):
-            return False
-        crashes = list(dict.fromkeys(str(paths[j]) for j in siblings if kinds[j] == KIND_CRASH))
-        row["crash_dump"] = ",".join(crashes) or None
-        return True
+        return _row_ready(i, paths, directory, done, kinds)
 
     try:
         while pending or running or next_out < len(paths):
@@ -297,17 +305,7 @@ def iter_triage_cluster(paths: Sequence[str | os.PathLike], timeout: float = 300
     next_out = 0
 
     def ready(i: int) -> bool:
-        row = done.get(i)
-        if row is None:
-            return False
-        if row.get("kind") != KIND_CAPTURE:
-            return True
-        siblings = [j for j in range(len(paths)) if j != i and directory[j] == directory[i]]
-        if any(j not in kinds for j in siblings):
-            return False
-        crashes = list(dict.fromkeys(str(paths[j]) for j in siblings if kinds[j] == KIND_CRASH))
-        row["crash_dump"] = ",".join(crashes) or None
-        return True
+        return _row_ready(i, paths, directory, done, kinds)
 
     try:
         with connect(scheduler, scheduler_file, workers, memory_limit) as client:
