@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from dumpkit.errors import (EXIT_CODES, AccessError, AnalysisError, DumpkitError, InputError, Interrupted,
-                            OutputError)
+                            OutputError, file_error)
 
 __all__ = ["build_parser", "main"]
 
@@ -159,12 +159,8 @@ def _check_file(path: str, what: str) -> None:
     p = Path(path)
     try:
         st = p.stat()
-    except FileNotFoundError:
-        raise InputError(f"{what} {p}: no such file", "check the path") from None
-    except PermissionError:
-        raise AccessError(f"{what} {p}: permission denied", "make it readable") from None
     except OSError as e:
-        raise InputError(f"{what} {p}: {e.strerror}", "check the path") from None
+        raise file_error(e, f"{what} {p}") from None
     if stat.S_ISDIR(st.st_mode):
         raise InputError(f"{what} {p} is a directory", "pass the file inside it")
     if not os.access(p, os.R_OK):

@@ -12,6 +12,7 @@ __all__ = [
     "InputError",
     "Interrupted",
     "OutputError",
+    "file_error",
 ]
 
 
@@ -89,3 +90,19 @@ EXIT_CODES = {
     8: "output could not be written (missing directory, no permission, disk full)",
     130: "interrupted (Ctrl-C); triage keeps the rows of the dumps that finished",
 }
+
+
+def file_error(e: OSError, name: str, directory_fix: str = "pass the file inside it",
+               permission_fix: str = "make it readable") -> DumpkitError:
+    """The user-facing error for an input file that could not be stat'ed, opened or read:
+    permission denied (exit 5), else missing, a directory or another OS error (exit 3).
+
+    :param name: the input as the message names it ("capture log /var/crash/…/dmesg")
+    """
+    if isinstance(e, PermissionError):
+        return AccessError(f"{name}: permission denied", permission_fix)
+    if isinstance(e, FileNotFoundError):
+        return InputError(f"{name}: no such file", "check the path")
+    if isinstance(e, IsADirectoryError):
+        return InputError(f"{name} is a directory", directory_fix)
+    return InputError(f"{name}: {e.strerror or e}", "check the path")

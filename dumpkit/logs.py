@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from dumpkit.errors import AccessError, InputError
+from dumpkit.errors import InputError, file_error
 
 __all__ = [
     "COMPRESSIONS",
@@ -127,14 +127,8 @@ def read_log(path: str | os.PathLike, *, what: str = "log", max_bytes: int = MAX
         return _read_stream(sys.stdin.buffer, "-", "standard input", what, max_bytes)
     try:
         f = open(shown, "rb")
-    except FileNotFoundError:
-        raise InputError(f"{what} {shown}: no such file", "check the path") from None
-    except IsADirectoryError:
-        raise InputError(f"{what} {shown} is a directory", "pass the log file inside it") from None
-    except PermissionError:
-        raise AccessError(f"{what} {shown}: permission denied", "make it readable") from None
     except OSError as e:
-        raise InputError(f"{what} {shown}: {e.strerror or e}", "check the path") from None
+        raise file_error(e, f"{what} {shown}", "pass the log file inside it") from None
     with f:
         return _read_stream(f, shown, shown, what, max_bytes)
 
@@ -242,12 +236,8 @@ def _read_stream(f: BinaryIO, path: str, shown: str, what: str, max_bytes: int) 
                     _zstd_module(zstd, _Rewound(head, f), shown, what, max_bytes, warnings))
         else:
             data = _inflate(kind, _Rewound(head, f), shown, what, max_bytes, warnings)
-    except PermissionError:
-        raise AccessError(f"{what} {shown}: permission denied", "make it readable") from None
-    except IsADirectoryError:
-        raise InputError(f"{what} {shown} is a directory", "pass the log file inside it") from None
     except OSError as e:
-        raise InputError(f"{what} {shown}: {e.strerror or e}", "check the path") from None
+        raise file_error(e, f"{what} {shown}", "pass the log file inside it") from None
     if len(data) > max_bytes:
         raise InputError(f"{what} {shown} is larger than {_size(max_bytes)}"
                          + (f" after {kind} decompression" if kind else ""),

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from dumpkit.errors import AccessError, InputError
+from dumpkit.errors import AccessError, InputError, file_error
 
 
 class NotADump(InputError):
@@ -313,22 +313,16 @@ def read_vmcoreinfo_file(path: str | os.PathLike) -> str:
     what = f"vmcoreinfo file {p}"
     try:
         st = p.stat()
-    except FileNotFoundError:
-        raise InputError(f"{what}: no such file", "check the path") from None
-    except PermissionError:
-        raise AccessError(f"{what}: permission denied", "make it readable") from None
     except OSError as e:
-        raise InputError(f"{what}: {e.strerror}", "check the path") from None
+        raise file_error(e, what) from None
     if not stat.S_ISREG(st.st_mode):
         raise InputError(f"{what} is {_file_kind(st.st_mode)}, not a VMCOREINFO text",
                          "pass the capture kernel's vmcoreinfo saved beside the dump")
     try:
         with open(p, "rb") as f:
             data = f.read(VMCOREINFO_MAX + 1)
-    except PermissionError:
-        raise AccessError(f"{what}: permission denied", "make it readable") from None
     except OSError as e:
-        raise InputError(f"{what}: {e.strerror}", "check the path") from None
+        raise file_error(e, what) from None
     if len(data) > VMCOREINFO_MAX:
         raise InputError(f"{p} is not a VMCOREINFO text (over {VMCOREINFO_MAX} bytes)",
                          "pass the capture kernel's vmcoreinfo saved beside the dump")
@@ -367,13 +361,9 @@ def inspect_core_file(path: str | os.PathLike) -> CoreFile:
     path = Path(path)
     try:
         st = path.stat()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file", "check the path") from None
-    except PermissionError:
-        raise AccessError(f"{path}: permission denied (on a directory above it)",
-                          "make it readable or run as its owner") from None
     except OSError as e:
-        raise InputError(f"{path}: {e.strerror}", "check the path") from None
+        raise file_error(e, str(path), permission_fix="make the directories above it readable, or run as "
+                         "their owner") from None
     if stat.S_ISDIR(st.st_mode):
         raise InputError(f"{path} is a directory, not a dump", "pass the vmcore file inside it")
     if not stat.S_ISREG(st.st_mode):
