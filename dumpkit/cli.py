@@ -174,6 +174,21 @@ def _check_vmcoreinfo(args) -> None:
         read_vmcoreinfo_file(args.vmcoreinfo)
 
 
+def _excluded_page(source: str, error: Exception) -> str | None:
+    """The dump-level reason of a read that hit a page the dump file left out, if it did."""
+    import drgn
+
+    if not isinstance(error, drgn.FaultError) or "Excluded page" not in str(error):
+        return None
+    from dumpkit.target.corefile import inspect_core_file
+    from dumpkit.target.pagemap import excluded_page_reason
+
+    try:
+        return excluded_page_reason(error, inspect_core_file(source))
+    except DumpkitError:
+        return None
+
+
 @contextlib.contextmanager
 def _kernel_data(source: str):
     """Errors raised while opening a dump and reading the kernel's data in it: a missing or
@@ -193,6 +208,9 @@ def _kernel_data(source: str):
         # one line for the user; DUMPKIT_DEBUG=1 shows the traceback
         if os.environ.get("DUMPKIT_DEBUG"):
             raise
+        excluded = _excluded_page(source, e)
+        if excluded:
+            raise AnalysisError(f"{source}: reading the kernel's data failed: {excluded}") from None
         raise AnalysisError(f"{source}: reading the kernel's data failed ({type(e).__name__}: {e})",
                             "the dump may be incomplete or from a kernel dumpkit does not know "
                             "(DUMPKIT_DEBUG=1 for details)") from None
@@ -279,13 +297,17 @@ def _info_lines(dump) -> list[str]:
         ("capture kernel", kd.capture_kernel),
         ("reset_devices", kd.reset_devices),
         ("crash kernel loaded", kd.crash_kernel_loaded),
+        ("crash kernel call", kd.crash_kernel_call if kd.crash_kernel_loaded else None),
         ("crash kernel cmdline", kd.crash_kernel_cmdline),
+        ("crash memory", ", ".join(f"{a:#x}-{b:#x}" for a, b in kd.crash_memory) or None),
+        ("crash image segments", ", ".join(f"{m:#x}+{n:#x}" for m, n in kd.crash_kernel_segments) or None),
     ]
     reasons = {**info.unknown, **{k: v for k, v in kd.unknown.items()}}
     keys = {"crash time": "crash_time", "panic": "panic_message", "crashed task": "crashed_task",
             "uptime": "uptime_s", "command line": "command_line", "capture kernel": "capture_kernel",
             "reset_devices": "reset_devices", "crash kernel loaded": "crash_kernel_loaded",
-            "crash kernel cmdline": "crash_kernel_cmdline"}
+            "crash kernel cmdline": "crash_kernel_cmdline", "crash kernel call": "crash_kernel_loaded",
+            "crash memory": "crash_kernel_reserved", "crash image segments": "crash_kernel_loaded"}
     lines = []
     for label, value in rows:
         if value is None:

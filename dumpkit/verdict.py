@@ -100,6 +100,8 @@ class Verdicts:
     warnings: list[str] = field(default_factory=list)
     iommu: str | None = None
     capture_checks: dict[str, str] = field(default_factory=dict)
+    # per capture log: how it was matched to this crash ({"status", "reasons", "facts"})
+    capture_matches: dict[str, dict] = field(default_factory=dict)
 
     def get(self, bdf: str) -> EndpointVerdict | None:
         return next((v for v in self.endpoints if v.bdf == bdf), None)
@@ -261,10 +263,11 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
     logs = _read_logs(capture_logs)
     texts = {log.path: log.text for log in logs}
     warnings += [w for log in logs for w in log.warnings]
-    checks = {}
+    checks, matches = {}, {}
     for path, text in texts.items():
         m = match_capture_log(prog, text)
         checks[path] = m.status
+        matches[path] = {"status": m.status, "reasons": list(m.reasons), "facts": dict(m.facts)}
         if m.status == "mismatch":
             if not force:
                 raise CaptureMismatch(f"capture log {path} is from another crash ({m.reasons[0]})",
@@ -427,7 +430,7 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
                                    ring.decoder if ring else None, ring_status=ring.status if ring else None))
     out += _unreadable_endpoints(prog, tree, pdevs)
     return Verdicts(out, list(texts), str(capture_dump.path) if capture_dump else None,
-                    sorted(reset), not_reset, errors, warnings, state.vendor, checks)
+                    sorted(reset), not_reset, errors, warnings, state.vendor, checks, matches)
 
 
 def _landed_evidence(ring, entry, mapping) -> list[str]:

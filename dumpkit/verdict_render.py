@@ -42,6 +42,8 @@ def verdict_text(v: Verdicts) -> str:
     lines = [f"IOMMU: {v.iommu or 'none in use'}; capture log: {', '.join(v.capture_logs) or 'none'}"
              + "".join(f" ({v.capture_checks[p]})" for p in v.capture_logs if p in v.capture_checks)
              + f"; capture dump: {v.capture_dump or 'none'}"]
+    for path, m in v.capture_matches.items():
+        lines.append(f"capture log {path}: {m['status']} with this crash: {'; '.join(m['reasons'])}")
     lines += [f"warning: {w}" for w in v.warnings]
     if v.ports_reset or v.ports_not_reset:
         lines.append(f"ports reset by the capture kernel: {', '.join(v.ports_reset) or 'none'}"
@@ -92,8 +94,8 @@ def _json_endpoint(e: EndpointVerdict) -> dict:
 
 def verdict_json(v: Verdicts) -> dict:
     return {"endpoints": [_json_endpoint(e) for e in v.endpoints],
-            **{k: getattr(v, k) for k in ("iommu", "capture_logs", "capture_checks", "capture_dump", "ports_reset",
-                                          "ports_not_reset", "warnings", "errors")}}
+            **{k: getattr(v, k) for k in ("iommu", "capture_logs", "capture_checks", "capture_matches", "capture_dump",
+                                          "ports_reset", "ports_not_reset", "warnings", "errors")}}
 
 
 def compare_frame(before: Verdicts, after: Verdicts):

@@ -70,3 +70,34 @@ def damage_page(src: Path, dst: Path, phys: int) -> None:
             byte = f.read(1)[0]
             f.seek(at)
             f.write(bytes([byte ^ 0xFF]))
+
+
+def exclude_page(src: Path, dst: Path, phys: int) -> None:
+    """Copy src to dst with the page holding ``phys`` left out as makedumpfile leaves out a
+    page its dump level excludes: its bit cleared in the second bitmap (pages written) and
+    its descriptor removed, the later descriptors moved up one. Page data offsets are
+    absolute in the file, so the data stays where it is.
+
+    :raises ValueError: the page is not in the dump
+    """
+    shutil.copy(src, dst)
+    found = page_descriptor(dst, phys)
+    if found is None:
+        raise ValueError(f"page {phys:#x} is not in {src}")
+    pos = found[0]
+    with open(dst, "r+b") as f:
+        lay = _layout(f)
+        half = lay["bitmap_len"] // 2
+        pfn = phys // 4096
+        at = lay["bitmap_off"] + half + pfn // 8
+        f.seek(at)
+        byte = f.read(1)[0]
+        f.seek(at)
+        f.write(bytes([byte & ~(1 << (pfn % 8)) & 0xFF]))
+        f.seek(lay["bitmap_off"] + half)
+        count = sum(bin(b).count("1") for b in f.read(half))   # descriptors after the change
+        end = lay["desc_off"] + (count + 1) * PAGE_DESC.size
+        f.seek(pos + PAGE_DESC.size)
+        rest = f.read(end - pos - PAGE_DESC.size)
+        f.seek(pos)
+        f.write(rest + bytes(PAGE_DESC.size))

@@ -30,7 +30,29 @@ class KdumpState:
     crash_kernel_file_mode: bool | None = None
     crash_kernel_cmdline: str | None = None
     crash_kernel_reserved: tuple[int, int] | None = None
+    # the other memory a capture kernel may be handed: the low reservation of
+    # crashkernel=X,high (crashk_low_res) and the CMA ranges of crashkernel=X,cma (6.17+)
+    crash_kernel_low: tuple[int, int] | None = None
+    crash_kernel_cma: tuple[tuple[int, int], ...] = ()
+    # where the loaded capture kernel's pieces sit: (physical start, size) per segment of
+    # kexec_crash_image; kexec_load and kexec_file_load both record them
+    crash_kernel_segments: tuple[tuple[int, int], ...] = ()
+    # the ELF core header's address; set by kexec_file_load only (None otherwise)
+    crash_kernel_elf_load_addr: int | None = None
     unknown: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def crash_kernel_call(self) -> str | None:
+        """"kexec_file_load" or "kexec_load": the system call that loaded the capture kernel."""
+        if self.crash_kernel_file_mode is None:
+            return None
+        return "kexec_file_load" if self.crash_kernel_file_mode else "kexec_load"
+
+    @property
+    def crash_memory(self) -> tuple[tuple[int, int], ...]:
+        """Every range (inclusive ends) a capture kernel may be given as its RAM."""
+        ranges = [r for r in (self.crash_kernel_reserved, self.crash_kernel_low) if r]
+        return tuple(ranges) + self.crash_kernel_cma
 
     @property
     def capture_has_reset_devices(self) -> bool | None:
@@ -52,6 +74,17 @@ def _crash_image(prog: drgn.Program, state: KdumpState) -> None:
         return
     if image.type_.type.has_member("file_mode"):
         state.crash_kernel_file_mode = bool(image.file_mode)
+    else:
+        # file_mode came with kexec_file_load itself (cb1052581e2b, 3.17): without it there
+        # is only kexec_load
+        state.crash_kernel_file_mode = False
+    n = min(image.nr_segments.value_(), len(image.segment))
+    state.crash_kernel_segments = tuple(
+        (image.segment[i].mem.value_(), image.segment[i].memsz.value_()) for i in range(n))
+    # elf_load_addr exists whenever CONFIG_KEXEC_FILE is on, but only kexec_file_load sets
+    # it: a capture kernel loaded with kexec_load (kexec -p without -s) leaves it 0
+    if image.type_.type.has_member("elf_load_addr") and image.elf_load_addr.value_():
+        state.crash_kernel_elf_load_addr = image.elf_load_addr.value_()
     if not image.type_.type.has_member("cmdline_buf"):
         state.unknown["crash_kernel_cmdline"] = "kernel built without CONFIG_KEXEC_FILE"
     elif image.cmdline_buf and image.cmdline_buf_len:
@@ -65,10 +98,17 @@ def _crash_image(prog: drgn.Program, state: KdumpState) -> None:
 
 
 def collect_kdump(prog: drgn.Program) -> KdumpState:
-    """Read the kdump-related globals of a kernel.
+    """Read the kdump-related globals of a kernel (once per program: ``prog.cache``).
 
     :param prog: a kernel program with debug info
     """
+    cached = prog.cache.get("dumpkit.kdump")
+    if cached is None:
+        cached = prog.cache["dumpkit.kdump"] = _collect(prog)
+    return cached
+
+
+def _collect(prog: drgn.Program) -> KdumpState:
     state = KdumpState()
 
     def attempt(name, fn):
@@ -86,8 +126,33 @@ def collect_kdump(prog: drgn.Program) -> KdumpState:
     rd = attempt("reset_devices", lambda: prog["reset_devices"].value_())
     state.reset_devices = None if rd is None else bool(rd)
     state.command_line = attempt("command_line", lambda: prog["saved_command_line"].string_().decode())
-    res = attempt("crash_kernel_reserved", lambda: prog["crashk_res"])
-    if res is not None and res.end.value_() > res.start.value_():
-        state.crash_kernel_reserved = (res.start.value_(), res.end.value_())
+    state.crash_kernel_reserved = attempt("crash_kernel_reserved", lambda: _resource(prog, "crashk_res"))
+    state.crash_kernel_low = _optional(state, "crash_kernel_low", lambda: _resource(prog, "crashk_low_res"))
+    state.crash_kernel_cma = _optional(state, "crash_kernel_cma", lambda: _cma_ranges(prog)) or ()
     attempt("crash_kernel_loaded", lambda: _crash_image(prog, state))
     return state
+
+
+def _resource(prog: drgn.Program, name: str) -> tuple[int, int] | None:
+    """A ``struct resource`` global as (start, end), None when empty."""
+    res = prog[name]
+    start, end = res.start.value_(), res.end.value_()
+    return (start, end) if end > start else None
+
+
+def _cma_ranges(prog: drgn.Program) -> tuple[tuple[int, int], ...]:
+    """crashkernel=X,cma ranges (``crashk_cma_ranges``, inclusive ends; new in 6.17)."""
+    ranges = prog["crashk_cma_ranges"]
+    count = min(max(prog["crashk_cma_cnt"].value_(), 0), len(ranges))
+    return tuple((ranges[i].start.value_(), ranges[i].end.value_()) for i in range(count))
+
+
+def _optional(state: KdumpState, name: str, fn):
+    """A global that older kernels lack: absent is no reason, unreadable is."""
+    try:
+        return fn()
+    except KeyError:
+        return None
+    except (LookupError, AttributeError, drgn.FaultError, drgn.ObjectAbsentError) as e:
+        state.unknown[name] = f"{type(e).__name__}: {e}"
+        return None

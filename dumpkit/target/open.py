@@ -13,6 +13,7 @@ from dumpkit.errors import AccessError, ConnectionFailed, DebugInfoError, Dumpki
 from dumpkit.target.corefile import CoreFile, inspect_core_file, read_vmcoreinfo_file
 from dumpkit.target.debuginfo import DebugFile, KernelModule, load_kernel_debug_info
 from dumpkit.target.dump import Dump, vmcoreinfo_fields
+from dumpkit.target.pagemap import attach_dump_pages
 
 __all__ = ["KCORE", "open_target"]
 
@@ -157,6 +158,7 @@ def open_target(source: str | os.PathLike,
         prog, kind = _attach_qmp(source[4:]), "qmp"
     else:
         prog, corefile = _attach_file(source, vmci_text)
+        attach_dump_pages(prog, corefile)
         kind = "vmcore"
     if debuginfod is None:
         debuginfod = os.environ.get("DUMPKIT_DEBUGINFOD", "") not in ("", "0")

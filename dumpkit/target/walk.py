@@ -89,7 +89,8 @@ def _walk_pci(prog: drgn.Program):
                 except drgn.FaultError as e:
                     lost.append((addr, describe_fault(prog, e, f"struct pci_dev @{addr:#x}")))
         except drgn.FaultError as e:
-            error = f"the PCI device list could not be read past {len(seen)} functions: {e}"
+            error = ("the PCI device list could not be read past "
+                     + describe_fault(prog, e, f"{len(seen)} functions: the next link"))
         cached = prog.cache["dumpkit.pci_devices"] = (out, error, lost)
     return cached
 
@@ -101,15 +102,20 @@ def describe_fault(prog: drgn.Program, e: drgn.FaultError, what: str, physical: 
 
     :param physical: the fault's address is physical (an IOMMU table read), not virtual
     """
+    from dumpkit.target.pagemap import missing_page_reason
+
     addr = getattr(e, "address", None)
     reason = getattr(e, "message", None) or str(e)
     if addr is None:
         return f"{what} unreadable ({reason})"
-    if physical:
-        return f"{what} unreadable at physical {addr:#x}, page {addr & ~0xFFF:#x} of the dump ({reason})"
-    phys = _phys(prog, addr)
+    phys = addr if physical else _phys(prog, addr)
+    # the dump file may say why the page is missing: excluded by the dump level, not damage
+    missing = missing_page_reason(prog, phys) if phys is not None else None
+    at = f"physical {addr:#x}" if physical else f"{addr:#x}"
+    if missing:
+        return f"{what} unreadable at {at}: {missing}"
     page = f", page {phys & ~0xFFF:#x} of the dump" if phys is not None else ""
-    return f"{what} unreadable at {addr:#x}{page} ({reason})"
+    return f"{what} unreadable at {at}{page} ({reason})"
 
 
 def _phys(prog: drgn.Program, addr: int) -> int | None:
