@@ -56,3 +56,31 @@ def test_hostile_capture_log_is_checked_in_linear_time():
         t = time.monotonic()
         assert match_capture_log(prog, text).status in ("undecidable", "mismatch")
         assert time.monotonic() - t < 5
+
+
+@pytest.mark.parametrize("spelling", ["usable", "System RAM", "  1.2 GB System RAM"])
+def test_memory_map_in_each_kernels_spelling(spelling):
+    """6.x prints the e820 map's RAM as "usable", 7.x as "System RAM" (lab notes); the
+    capture log's map is judged the same either way, and a map outside the reservation is
+    a mismatch in either spelling."""
+    prog = dumpkit.open(SAMPLES / "nocopy-fault" / "vmcore.kdump").prog
+    text = (SAMPLES / "nocopy-fault" / "capture-dmesg.txt").read_text()
+    respelled = text.replace("] usable", f"] {spelling.strip()}" if spelling.strip() == spelling
+                             else f"]{spelling}")
+    m = match_capture_log(prog, respelled)
+    assert m.facts["memory_map"] == "agree", m
+    moved = respelled.replace("0x000000000d001000-0x0000000016ffffff", "0x000000001d001000-0x0000000026ffffff")
+    assert moved != respelled
+    m = match_capture_log(prog, moved)
+    assert m.status == "mismatch" and m.facts["memory_map"] == "disagree", m
+
+
+def test_elfcorehdr_kexec_load_form_is_read_in_kib():
+    """kexec-tools' kexec_load writes elfcorehdr=NNNK: the same address as 0x… form."""
+    prog = dumpkit.open(SAMPLES / "nocopy-fault" / "vmcore.kdump").prog
+    text = (SAMPLES / "nocopy-fault" / "capture-dmesg.txt").read_text()
+    kib = text.replace("elfcorehdr=0xd000000", f"elfcorehdr={0xd000000 >> 10}K")
+    assert kib != text
+    assert match_capture_log(prog, kib).facts["elfcorehdr"] == "agree"
+    off = text.replace("elfcorehdr=0xd000000", f"elfcorehdr={(0xd000000 >> 10) + 4}K")
+    assert match_capture_log(prog, off).facts["elfcorehdr"] == "disagree"

@@ -35,7 +35,8 @@ RAMDISK = re.compile(r"\] RAMDISK: \[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\]")
 # rtc_hctosys: "rtc_cmos 00:00: setting system clock to 2026-11-23T23:53:13 UTC (1795478000)"
 CLOCK_SET = re.compile(r"^\[ *(\d+\.\d+)\] .{0,80}?setting system clock to \S{0,40} \((\d{1,12})\)", re.MULTILINE)
 BOOT = re.compile(r"(?=^\[ *0\.0+\] Linux version )", re.MULTILINE)
-PRINTK_LINE = re.compile(r"^\[ *\d+\.\d+\] (.+)$", re.MULTILINE)
+# "[    7.657070] text", or with CONFIG_PRINTK_CALLER "[    7.657070] [  T123] text"
+PRINTK_LINE = re.compile(r"^\[ *(\d{1,10})\.(\d{6})\] (?:\[ *[TC]\d+\] )?(.+)$", re.MULTILINE)
 CRASH_LINE = re.compile(r"^\[ *(\d+\.\d+)\] (?:Kernel panic - not syncing|sysrq: Trigger a crash)", re.MULTILINE)
 # a capture kernel reads the clock this long after the crash at most: panic notifiers,
 # the 10 s CMA wait of crashkernel=,cma, and a slow boot; and at most this long before
@@ -212,11 +213,12 @@ def _judge_clock(j: _Judge, prog: drgn.Program, boot: str) -> None:
                            "the crashed kernel's log no longer holds its own RTC reading to correct it")
 
 
-def _printk_tail(prog: drgn.Program, n: int = 8) -> list[str]:
+def _printk_tail(prog: drgn.Program, n: int = 8) -> list[tuple[int, str]]:
+    """(timestamp in µs, text) of the dump's last ``n`` printk records."""
     from drgn.helpers.linux.printk import get_printk_records
 
     records = get_printk_records(prog)
-    return [r.text.decode(errors="replace") for r in records[-n:] if r.text]
+    return [(r.timestamp // 1000, r.text.decode(errors="replace").strip()) for r in records[-n:] if r.text]
 
 
 def _judge_own_log(j: _Judge, prog: drgn.Program, text: str) -> None:
@@ -230,8 +232,12 @@ def _judge_own_log(j: _Judge, prog: drgn.Program, text: str) -> None:
     if not tail:
         j.unknown("printk_tail", "the dump's printk buffer is empty")
         return
-    lines = {line.strip() for line in PRINTK_LINE.findall(text)}
-    found = sum(t.strip() in lines for t in tail)
+    # a record is found by its text and its time: two crashes down one code path print
+    # the same lines (a register dump, a stack) at other times
+    times: dict[str, set[int]] = {}
+    for sec, usec, line in PRINTK_LINE.findall(text):
+        times.setdefault(line.strip(), set()).add(int(sec) * 1_000_000 + int(usec))
+    found = sum(any(abs(us - t) <= 1 for t in times.get(line, ())) for us, line in tail)
     if found == len(tail):
         j.fact("printk_tail", True, f"the log holds the dump's last {len(tail)} printk records (a vmcore-dmesg)")
     elif found == 0 and CRASH_LINE.search(text):
