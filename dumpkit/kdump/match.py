@@ -2,8 +2,8 @@
 share facts: the capture kernel's command line carries the ``elfcorehdr=`` address of the
 ELF core header the crashed kernel's kexec placed, its initrd sits where the crashed
 kernel's crash image put it, its memory map is the crashed kernel's crashkernel
-reservation, it reads the clock seconds after the crash, and a vmcore-dmesg file is the
-crashed kernel's own log. Each fact is judged only where both sides hold it: a fact that
+reservation, it reads the clock seconds after the crash, it enumerates the same PCI
+functions, and a vmcore-dmesg file is the crashed kernel's own log. Each fact is judged only where both sides hold it: a fact that
 cannot be had (a kernel field only one load path sets, a log without a clock line) is
 named, never counted against the log. Anything that contradicts (another crash, another
 machine) is refused before it can change a verdict.
@@ -34,6 +34,8 @@ USABLE = re.compile(r"(?:BIOS-e820|user): \[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\]"
 RAMDISK = re.compile(r"\] RAMDISK: \[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\]")
 # rtc_hctosys: "rtc_cmos 00:00: setting system clock to 2026-11-23T23:53:13 UTC (1795478000)"
 CLOCK_SET = re.compile(r"^\[ *(\d+\.\d+)\] .{0,80}?setting system clock to \S{0,40} \((\d{1,12})\)", re.MULTILINE)
+# PCI enumeration: "pci 0000:02:00.0: [8086:10d3] type 00 class 0x020000"
+PCI_FUNCTION = re.compile(r"\] pci ([0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]): \[([0-9a-f]{4}):([0-9a-f]{4})\] type")
 BOOT = re.compile(r"(?=^\[ *0\.0+\] Linux version )", re.MULTILINE)
 # "[    7.657070] text", or with CONFIG_PRINTK_CALLER "[    7.657070] [  T123] text"
 PRINTK_LINE = re.compile(r"^\[ *(\d{1,10})\.(\d{6})\] (?:\[ *[TC]\d+\] )?(.+)$", re.MULTILINE)
@@ -213,6 +215,41 @@ def _judge_clock(j: _Judge, prog: drgn.Program, boot: str) -> None:
                            "the crashed kernel's log no longer holds its own RTC reading to correct it")
 
 
+def _crash_functions(prog: drgn.Program) -> dict[str, tuple[int, int]] | None:
+    """BDF -> (vendor, device) of the crashed kernel's PCI functions, None if unreadable."""
+    from dumpkit.target.walk import pci_devices
+
+    out = {}
+    for name, pdev in pci_devices(prog)[0]:
+        try:
+            out[name] = (pdev.vendor.value_(), pdev.device.value_())
+        except drgn.FaultError:
+            continue
+    return out or None
+
+
+def _judge_pci(j: _Judge, prog: drgn.Program, boot: str) -> None:
+    """The capture kernel enumerates the same hardware. Differences are legitimate (SR-IOV
+    VFs the first kernel's driver created, a hot-removed function found again), so only a
+    capture kernel that finds most of its functions missing or different is another machine."""
+    seen = {bdf: (int(v, 16), int(d, 16)) for bdf, v, d in PCI_FUNCTION.findall(boot)}
+    if not seen:
+        j.unknown("pci", "the log does not show the PCI enumeration")
+        return
+    crashed = _crash_functions(prog)
+    if crashed is None:
+        j.unknown("pci", "the dump's PCI device list is unreadable")
+        return
+    same = sum(crashed.get(bdf) == ids for bdf, ids in seen.items())
+    differ = [bdf for bdf, ids in seen.items() if crashed.get(bdf) != ids]
+    if same * 2 > len(seen):
+        j.fact("pci", True, f"the capture kernel found {same} of its {len(seen)} PCI functions in the crashed "
+                            "kernel's tree" + (f" (not: {', '.join(differ[:4])})" if differ else ""))
+    else:
+        j.fact("pci", False, f"the capture kernel found only {same} of its {len(seen)} PCI functions in the "
+                             f"crashed kernel's tree (e.g. {', '.join(differ[:4])}): another machine or topology")
+
+
 def _printk_tail(prog: drgn.Program, n: int = 8) -> list[tuple[int, str]]:
     """(timestamp in µs, text) of the dump's last ``n`` printk records."""
     from drgn.helpers.linux.printk import get_printk_records
@@ -265,6 +302,7 @@ def match_capture_log(prog: drgn.Program, text: str) -> LogMatch:
         _judge_memory_map(j, kd, boot)
         _judge_initrd(j, kd, boot)
         _judge_clock(j, prog, boot)
+        _judge_pci(j, prog, boot)
     else:
         _judge_own_log(j, prog, text)
     if j.disagree:
