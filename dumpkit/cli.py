@@ -266,10 +266,14 @@ def _stages(desc: str, total: int):
         bar.close()
 
 
-def _check_output(path: str, inputs=()) -> None:
+def _check_output(path: str, inputs=(), dumps=()) -> None:
+    """Refuse an output that is one of the inputs, the capture logs found beside ``dumps``
+    included: they are evidence, and read later than this check."""
+    from dumpkit.kdump.capture import find_capture_logs
     from dumpkit.triage import check_output
 
-    check_output(path, [p for p in inputs if p])
+    beside = [log for d in dumps if d for log in find_capture_logs(Path(d))]
+    check_output(path, [p for p in (*inputs, *dumps, *beside) if p])
 
 
 # --- commands -----------------------------------------------------------------------------
@@ -521,7 +525,7 @@ def cmd_triage(args) -> int:
     if dataset:
         return _triage_dataset(args, paths)
     if args.output:
-        _check_output(args.output, [*paths, *args.paths])
+        _check_output(args.output, args.paths, dumps=paths)
     writer = RowWriter(args.output, args.format)
     progress = sys.stderr.isatty()
     finished: list = []
@@ -651,8 +655,8 @@ def cmd_report(args) -> int:
         _check_dump(args.after)
     for log in (args.capture_log or []) + (args.after_capture_log or []):
         _check_file(log, "capture log")
-    _check_output(args.output, [p for p in (args.source, args.after) if p and _is_file_source(p)]
-                  + (args.capture_log or []) + (args.after_capture_log or []))
+    _check_output(args.output, (args.capture_log or []) + (args.after_capture_log or []),
+                  dumps=[p for p in (args.source, args.after) if p and _is_file_source(p)])
     if args.debuginfod:      # render_report opens the dump itself, also inside the notebook kernel
         os.environ["DUMPKIT_DEBUGINFOD"] = "1"
     with _kernel_data(args.source):

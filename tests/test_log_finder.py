@@ -94,3 +94,17 @@ def test_another_crashs_log_under_kdump_tools_name_is_refused(tmp_path, which, o
     assert r.returncode == 3, (r.returncode, r.stderr)
     assert "from another crash" in r.stderr and f"dmesg.{STAMP}" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("command", ["triage", "report"])
+@pytest.mark.parametrize("layout", ["kdump-tools", "suse"])
+def test_output_onto_a_log_found_beside_the_dump_is_refused(tmp_path, command, layout):
+    """The log beside a dump is evidence: writing the output over it is refused (exit 8)
+    before any work, and the log is left as it was."""
+    dump = _layout(tmp_path, layout, NOCOPY / "capture-dmesg.txt")
+    log = dump.parent / LAYOUTS[layout][1]
+    before = log.read_bytes()
+    target = str(dump.parent) if command == "triage" else str(dump)
+    r = _run(command, target, "-o", str(log))
+    assert r.returncode == 8, (r.returncode, r.stderr)
+    assert "one of the inputs" in r.stderr and log.read_bytes() == before
