@@ -796,8 +796,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "kernel, did a reset stop it", cmd_verdict)
     p.add_argument("source", help="the crashed (first) kernel's dump")
     p.add_argument("--capture-log", action="append", metavar="FILE",
-                   help="the capture kernel's log; repeatable. Default: capture-dmesg.txt/vmcore-dmesg.txt "
-                        "beside the dump")
+                   help="the capture kernel's log; repeatable. Default: the log beside the dump under the "
+                        "capture tools' names (kdump-tools dmesg.STAMP, RHEL vmcore-dmesg.txt, SUSE dmesg.txt, "
+                        "capture-dmesg.txt)")
     p.add_argument("--capture-dump", metavar="FILE", help="a dump of the running capture kernel (copied tables)")
     p.add_argument("--force", action="store_true",
                    help="use capture logs that do not match this crash (elfcorehdr, crashkernel reservation) "
