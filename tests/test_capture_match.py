@@ -84,3 +84,44 @@ def test_elfcorehdr_kexec_load_form_is_read_in_kib():
     assert match_capture_log(prog, kib).facts["elfcorehdr"] == "agree"
     off = text.replace("elfcorehdr=0xd000000", f"elfcorehdr={(0xd000000 >> 10) + 4}K")
     assert match_capture_log(prog, off).facts["elfcorehdr"] == "disagree"
+
+
+def _cached_capture_paths() -> list[tuple[str, object]]:
+    """(scenario, root) of every cached scenario whose run.json states its capture path."""
+    import json
+
+    from conftest import CACHE
+
+    found = {}
+    for m in sorted((CACHE / "samples").glob("*/manifest.json"), key=lambda p: p.stat().st_mtime):
+        for d in json.loads(m.read_text())["dumps"]:
+            run = m.parent / d["scenario"] / "run.json"
+            if d["kind"] == "first-kernel vmcore" and run.is_file() and "capture_path" in json.loads(run.read_text()):
+                found[d["scenario"]] = (m.parent, d["file"])
+    return sorted(found.items())
+
+
+CACHED_PATHS = _cached_capture_paths()
+
+
+@pytest.mark.skipif(not CACHED_PATHS, reason="no cached scenarios: run scripts/setup")
+@pytest.mark.parametrize(("scenario", "where"), CACHED_PATHS, ids=[s for s, _ in CACHED_PATHS])
+def test_capture_log_matches_by_the_facts_of_its_capture_path(scenario, where):
+    """kexec_file_load: elf_load_addr names the header; kexec_load leaves it 0 and the header
+    is one of the crash image's segments. Either way the capture kernel's own log is
+    consistent with its crash, and the dump says which call loaded the capture kernel."""
+    import json
+
+    root, file = where
+    run = json.loads((root / scenario / "run.json").read_text())
+    call = run["capture_path"]["kexec"]
+    dump = dumpkit.open(root / file)
+    kd = dump.kdump()
+    assert kd.crash_kernel_call == call
+    assert (kd.crash_kernel_elf_load_addr is None) == (call == "kexec_load")
+    log = root / scenario / run["capture_path"]["files"]["capture_log"]
+    m = match_capture_log(dump.prog, log.read_text(errors="replace"))
+    assert m.status == "consistent", m
+    assert m.facts["elfcorehdr"] == "agree" and m.facts["memory_map"] == "agree", m
+    if call == "kexec_load":
+        assert any("crash image segment" in r for r in m.reasons), m.reasons
