@@ -125,3 +125,15 @@ def test_capture_log_matches_by_the_facts_of_its_capture_path(scenario, where):
     assert m.facts["elfcorehdr"] == "agree" and m.facts["memory_map"] == "agree", m
     if call == "kexec_load":
         assert any("crash image segment" in r for r in m.reasons), m.reasons
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_serial_console_is_judged_by_the_crashed_kernels_last_records(scenario):
+    """A serial console holds the crashed kernel's last records before the capture
+    kernel's boot: they are this dump's at their times, and no other crash's, even where
+    the two crashes share a reservation (the same machine crashing twice)."""
+    prog = dumpkit.open(SAMPLES / scenario / "vmcore.kdump").prog
+    for other in SCENARIOS:
+        m = match_capture_log(prog, (SAMPLES / other / "console.log").read_text(errors="replace"))
+        assert m.facts["console_tail"] == ("agree" if other == scenario else "disagree"), (other, m)
+        assert m.status == ("consistent" if other == scenario else "mismatch")

@@ -258,16 +258,18 @@ def _printk_tail(prog: drgn.Program, n: int = 8) -> list[tuple[int, str]]:
     return [(r.timestamp // 1000, r.text.decode(errors="replace").strip()) for r in records[-n:] if r.text]
 
 
-def _judge_own_log(j: _Judge, prog: drgn.Program, text: str) -> None:
+def _judge_own_log(j: _Judge, prog: drgn.Program, text: str, name: str = "printk_tail") -> None:
     """A log without capture-kernel facts may be the crashed kernel's own (vmcore-dmesg,
-    makedumpfile --dump-dmesg, kdump-tools' dmesg.STAMP)."""
+    makedumpfile --dump-dmesg, kdump-tools' dmesg.STAMP); a serial console holds it before
+    the capture kernel's boot (``name`` "console_tail")."""
+    what = "the console before the capture kernel's boot" if name == "console_tail" else "the log"
     try:
         tail = _printk_tail(prog)
     except (drgn.FaultError, LookupError, AttributeError):
-        j.unknown("printk_tail", "the dump's printk buffer is unreadable")
+        j.unknown(name, "the dump's printk buffer is unreadable")
         return
     if not tail:
-        j.unknown("printk_tail", "the dump's printk buffer is empty")
+        j.unknown(name, "the dump's printk buffer is empty")
         return
     # a record is found by its text and its time: two crashes down one code path print
     # the same lines (a register dump, a stack) at other times
@@ -276,12 +278,13 @@ def _judge_own_log(j: _Judge, prog: drgn.Program, text: str) -> None:
         times.setdefault(line.strip(), set()).add(int(sec) * 1_000_000 + int(usec))
     found = sum(any(abs(us - t) <= 1 for t in times.get(line, ())) for us, line in tail)
     if found == len(tail):
-        j.fact("printk_tail", True, f"the log holds the dump's last {len(tail)} printk records (a vmcore-dmesg)")
+        j.fact(name, True, f"{what} holds the dump's last {len(tail)} printk records at their times"
+                           + (" (a vmcore-dmesg)" if name == "printk_tail" else ""))
     elif found == 0 and CRASH_LINE.search(text):
-        j.fact("printk_tail", False, "the log is a crashed kernel's log that ends in another crash: it holds "
-                                     f"none of the dump's last {len(tail)} printk records")
+        j.fact(name, False, f"{what} shows a crashed kernel that ends in another crash: it holds "
+                            f"none of the dump's last {len(tail)} printk records")
     else:
-        j.unknown("printk_tail", f"the log holds {found} of the dump's last {len(tail)} printk records")
+        j.unknown(name, f"{what} holds {found} of the dump's last {len(tail)} printk records")
 
 
 def match_capture_log(prog: drgn.Program, text: str) -> LogMatch:
@@ -297,6 +300,10 @@ def match_capture_log(prog: drgn.Program, text: str) -> LogMatch:
     capture = [b for b in boots if _elfcorehdr(b)]
     if capture:
         boot = capture[-1]
+        before = text[:text.rfind(boot)]
+        if PRINTK_LINE.search(before):
+            # a serial console: the crashed kernel's last words come just before
+            _judge_own_log(j, prog, before, "console_tail")
         m = _elfcorehdr(boot)
         _judge_elfcorehdr(j, kd, _size(m.group(2), m.group(3)))
         _judge_memory_map(j, kd, boot)
