@@ -339,3 +339,19 @@ def test_damage_in_the_address_or_type_keeps_the_fault_and_says_what_is_unknown(
     (rec,) = parse_log("AMD-Vi: Event logged [IO_PAGE_FAULT device=07:\ufffd0.1 domain=0x000e address=0x1000 "
                        "flags=0x0010]")
     assert (rec.requester, rec.address, rec.detail["requester_unparsed"]) == (None, 0x1000, "07:\ufffd0.1")
+
+
+@pytest.mark.parametrize("bad", [b"\xff", b"Z", b"\x00", b"\x1b"])
+def test_one_bad_byte_anywhere_in_a_fault_line_keeps_the_record(bad):
+    """A fault line of the sample's capture log with one byte replaced or inserted, at
+    every position: the fault is never lost, and its requester is the real one or None
+    (unknown), never another device: a byte that is no hex digit cannot pass for one."""
+    text = (SAMPLES / "nocopy-fault" / "capture-dmesg.txt").read_bytes()
+    start = text.rfind(b"\n", 0, text.find(b"Request device [02:00.0]")) + 1
+    end = text.find(b"\n", start)
+    assert [r.requester for r in parse_log(text.decode(), "x") if r.kind == "dma-remap"] == ["02:00.0"]
+    for pos in range(start + 16, end):          # from the "DMAR:" tag to the line's end
+        for damaged in (text[:pos] + bad + text[pos + 1:], text[:pos] + bad + text[pos:]):
+            recs = [r for r in parse_log(damaged.decode(errors="replace"), "x") if r.kind == "dma-remap"]
+            assert len(recs) == 1, (pos, damaged[start:end + 1])
+            assert recs[0].requester in ("02:00.0", None), (pos, recs[0].requester)

@@ -85,10 +85,11 @@ DIALECTS: tuple[type[LogDialect], ...] = (SmmuLog, VtdLog, AmdLog, PciLog)
 _KEYWORDS = tuple(dict.fromkeys(kw for d in DIALECTS for kw in d.keywords))
 _FOLLOW = [d.follow for d in DIALECTS if d.follow]
 # what str.splitlines() also ends a line at, besides "\n" (and "\r\n"), and runs of NUL
-# (a sparse-file hole, a log file truncated under its writer), which end a line too
+# (a sparse-file hole, a log file truncated under its writer), which end a line too; a
+# single NUL is a bad byte inside its line, which keeps the line's record
 _OTHER_BREAKS = ("\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\x00")
 _BREAK = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\x00]")
-_SPLIT_OTHER = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]|\x00++")
+_SPLIT_OTHER = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]|\x00\x00++")
 
 
 def parse_lines(lines: Iterable[tuple[float | None, str]], source: str | None = None) -> list[FaultRecord]:

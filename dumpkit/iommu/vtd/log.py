@@ -3,9 +3,10 @@
 "INTR-REMAP:" form), fault-status lines, the DMAR_DEBUG table dump attached to its fault,
 rate-limit notices of the fault handler, and the table-copy messages of a kdump kernel.
 
-A fault line damaged by undecodable bytes (U+FFFD after decoding with ``errors="replace"``)
-still gives its fault: with the requester recovered when the bad byte was inserted into
-it, else with ``requester`` None and the damaged text in ``detail["requester_unparsed"]``.
+A fault line damaged by a bad byte (U+FFFD after decoding with ``errors="replace"``, or a
+stray character, a control byte or a NUL where the format has none) still gives its
+fault: with the requester recovered when the bad byte was inserted into it, else with
+``requester`` None and the damaged text in ``detail["requester_unparsed"]``.
 """
 
 from __future__ import annotations
@@ -30,13 +31,24 @@ _FAULT = re.compile(
     r"(?: ?\[fault reason (?P<reason>" + HEXNUM + r")\] ?(?P<text>.*))?\s*+$")
 # a fault line with undecodable bytes where the strict pattern wants hex digits: each
 # field up to its delimiter, judged one by one
+# the requester in brackets, either of which may be the bad byte
+_DAMAGED_FIELDS = (
+    r"(?:\[++|[^ \[](?=[0-9a-fA-F]))(?P<req>[^\]\[ ]{1,32}?)(?:\]|\S(?= ))"
+    r"(?: PASID (?P<pasid>[^ \]\[]{1,12}))?")
 _DAMAGED = re.compile(
-    r"Request device \[++(?P<req>[^\]\[ ]{1,32})\]"
-    r"(?: PASID (?P<pasid>[^ \]\[]{1,12}))?"
+    r"Request device " + _DAMAGED_FIELDS +
     r"(?: fault (?P<what>addr|index) (?P<addr>[^ \]\[]{1,40}))?"
     r"(?: ?\[fault reason (?P<reason>[^\]\[]{1,12})\])?")
-# the "[DMA Read NO_PASID] " just before "Request device", a damaged byte or two allowed after it
+# the same line with the bad byte in "Request device" itself: the bracketed requester
+# right before " fault addr"/" fault index" is what is left to find it by
+_BARE = re.compile(
+    _DAMAGED_FIELDS +
+    r" fault (?P<what>addr|index) (?P<addr>[^ \]\[]{1,40})"
+    r"(?: ?\[fault reason (?P<reason>[^\]\[]{1,12})\])?")
+# the "[DMA Read NO_PASID] " just before "Request device", a damaged byte or two allowed
+# after it (a damaged "Request device" between them in a bare match)
 _DAMAGED_TYPE = re.compile(r"\[(?P<type>[^\]\[]{1,48})\][^\]\[]{0,3}$")
+_BARE_TYPE = re.compile(r"\[(?P<type>[^\]\[]{1,48})\][^\]\[]{0,24}$")
 _TYPE = re.compile(r"(?P<type>DMA Read|DMA Write|INTR-REMAP)(?: (?:NO_PASID|PASID (?P<pasid>" + HEXNUM + r")))?")
 _REQUESTER = re.compile(r"(?:(?P<seg>[0-9a-fA-F]{4}):)?(?:0x)?(?P<bus>[0-9a-fA-F]{2}):(?:0x)?(?P<dev>[0-9a-fA-F]{2})"
                         r"\.(?P<fn>[0-7])")
@@ -91,27 +103,34 @@ def _fault(m: re.Match) -> FaultRecord:
     else:
         rec.address = value
         rec.access = "read" if m.group("type") == "DMA Read" else "write"
-    if m.group("reason") is not None:
-        rec.reason_code, rec.reason = _reason(m.group("reason"))
+    reason = m.group("reason")
+    if reason is not None:
+        if reason.lower().startswith("0x") or reason.isdigit():
+            rec.reason_code, rec.reason = _reason(reason)
+        else:                   # a bad byte turned "0x06" into other hex digits
+            rec.detail["reason_unparsed"] = reason
     return rec
 
 
+_NOT_IN_REQUESTER = re.compile(r"[^0-9a-fA-F:.x]")
+
+
 def _recover_requester(raw: str) -> str | None:
-    """A requester whose text holds U+FFFD: the kernel prints it fixed-width ("%02x:%02x.%d",
-    with "%04x:" for a segment), so if dropping the replacement characters leaves exactly
-    that form the bad bytes were inserted and the id is intact; a bad byte in place of a
-    digit leaves it short, and then the id is unknown (None)."""
-    m = _REQUESTER.fullmatch(raw.replace("\ufffd", ""))
+    """A damaged requester: the kernel prints it fixed-width ("%02x:%02x.%d", with "%04x:"
+    for a segment), so if dropping the characters that cannot be in it leaves exactly that
+    form the bad bytes were inserted and the id is intact; a bad byte in place of a digit
+    leaves it short, and then the id is unknown (None)."""
+    m = _REQUESTER.fullmatch(_NOT_IN_REQUESTER.sub("", raw))
     return bdf(m.group("bus"), m.group("dev"), m.group("fn"), m.group("seg")) if m else None
 
 
-def _damaged(m: re.Match, text: str) -> FaultRecord:
+def _damaged(m: re.Match, text: str, type_before: re.Pattern = _DAMAGED_TYPE) -> FaultRecord:
     """A fault line with undecodable bytes that the strict pattern rejects: every field that
     still reads cleanly is kept, the others are None with their text in ``detail``
     (``requester_unparsed``, ``address_unparsed``, ``reason_unparsed``); ``detail["damaged"]``
     marks the record."""
     q = m.start()
-    before = _DAMAGED_TYPE.search(text, max(0, q - 54), q)
+    before = type_before.search(text, max(0, q - 76), q)
     kind_text = before.group("type") if before else ""
     t = _TYPE.fullmatch(kind_text)
     ir = (t.group("type") == "INTR-REMAP") if t else ("INTR" in kind_text or m.group("what") == "index")
@@ -120,7 +139,7 @@ def _damaged(m: re.Match, text: str) -> FaultRecord:
     rec.requester = _recover_requester(req)
     if rec.requester is None:
         rec.detail["requester_unparsed"] = req
-    elif "\ufffd" in req:
+    elif _NOT_IN_REQUESTER.search(req):
         rec.detail["requester_recovered_from"] = req
     pasid_s = (t.group("pasid") if t else None) or m.group("pasid")
     if pasid_s is not None and _HEXNUM_RX.fullmatch(pasid_s):
@@ -165,7 +184,8 @@ class VtdLog(LogDialect):
         if dmar and self._table_dump(text):
             return True
         self.dump_target = None
-        if "Request device [" in text:
+        if "Request device [" in text or (" fault addr " in text or " fault index " in text) and (
+                dmar or "DMA " in text or "Request" in text):
             rec = self._fault_line(text, dmar)
             if rec is not None:
                 emit(rec)
@@ -233,9 +253,13 @@ class VtdLog(LogDialect):
                               detail={"irte_index": int(m.group("addr"), 16)})
             self.pending_reason = rec
             return rec
-        m = _DAMAGED.search(text) if "\ufffd" in text else None
-        if m:
-            rec = _damaged(m, text)
+        # the strict patterns failed on a fault line: a bad byte somewhere in it
+        m = _DAMAGED.search(text)
+        rec = _damaged(m, text) if m else None
+        if rec is None:
+            m = _BARE.search(text)
+            rec = _damaged(m, text, _BARE_TYPE) if m else None
+        if rec is not None:
             self.pending_reason = rec if rec.reason_code is None and "reason_unparsed" not in rec.detail else None
             return rec
         return None
