@@ -686,33 +686,6 @@ FAULT_FIELDS = ["time", "source", "kind", "iommu", "unit", "requester", "pasid",
                 "reason_code", "reason", "raw"]
 
 
-def _read_log_text(path: str) -> str:
-    """A log's text: standard input for "-", through dumpkit.logs.read_log when this dumpkit
-    has it (pipes, compressed logs), else the file's bytes decoded with replacement characters."""
-    try:
-        from dumpkit.logs import read_log
-    except ImportError:
-        read_log = None
-    try:
-        if path == "-":
-            data = sys.stdin.buffer.read()
-        elif read_log is not None:
-            data = read_log(path)
-        else:
-            with open(path, "rb") as f:
-                data = f.read()
-            from dumpkit.target.corefile import COMPRESSED_MAGICS
-
-            for prefix, (kind, tool) in COMPRESSED_MAGICS.items():
-                if data.startswith(prefix):
-                    raise InputError(f"log {path} is {kind}-compressed", f"decompress it first: {tool} {path}")
-    except PermissionError:
-        raise AccessError(f"log {path}: permission denied", "make it readable") from None
-    except OSError as e:
-        raise InputError(f"log {path}: {e.strerror or e}", "check the path") from None
-    return data.decode(errors="replace") if isinstance(data, bytes) else str(data)
-
-
 def cmd_faults(args) -> int:
     from dumpkit.iommu.faults import parse_log
     from dumpkit.iommu.render import fault_line
@@ -720,10 +693,15 @@ def cmd_faults(args) -> int:
     for log in args.logs:
         if log != "-":
             _check_file(log, "log")
+    from dumpkit.logs import read_log
+
     records = []
     names = ["standard input" if log == "-" else str(log) for log in args.logs]
     for log, name in zip(args.logs, names, strict=True):
-        records += parse_log(_read_log_text(log), name)
+        text = read_log(log)
+        for warning in text.warnings:
+            print(f"dumpkit: warning: {warning}", file=sys.stderr)
+        records += parse_log(text.text, name)
     if args.json:
         text = json.dumps([_plain(r) for r in records], indent=1, default=str)
     elif args.csv:

@@ -124,7 +124,10 @@ def read_log(path: str | os.PathLike, *, what: str = "log", max_bytes: int = MAX
     """
     shown = os.fspath(path)
     if shown == "-":
-        return _read_stream(sys.stdin.buffer, "-", "standard input", what, max_bytes)
+        stdin = getattr(sys.stdin, "buffer", None)
+        if stdin is None or stdin.closed:
+            raise InputError(f"{what} \"-\": standard input is closed", "pipe the log in, or pass its file")
+        return _read_stream(stdin, "-", "standard input", what, max_bytes)
     try:
         f = open(shown, "rb")
     except OSError as e:
@@ -242,8 +245,48 @@ def _read_stream(f: BinaryIO, path: str, shown: str, what: str, max_bytes: int) 
         raise InputError(f"{what} {shown} is larger than {_size(max_bytes)}"
                          + (f" after {kind} decompression" if kind else ""),
                          "pass the part around the crash (for example: tail -c 256M LOG > part.log)")
-    text, replaced = decode_log(data)
+    text, replaced = _decode(data, shown, what, warnings)
     return LogText(text, path, kind, len(data), replaced, tuple(warnings))
+
+
+_BOMS = ((b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"),
+         (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+_TEXT_SAMPLE = 1 << 16
+# control bytes a kernel log does not hold: all but tab, newline, carriage return, escape,
+# and NUL (runs of it are holes of a sparse or truncated file, not binary data)
+_CONTROL = bytes(b for b in range(1, 32) if b not in (9, 10, 13, 27))
+
+
+def _wide_encoding(head: bytes) -> str | None:
+    """UTF-16/32 by byte-order mark, or UTF-16 without one (every other byte NUL)."""
+    for bom, enc in _BOMS:
+        if head.startswith(bom):
+            return enc
+    even, odd = head[0:_TEXT_SAMPLE:2], head[1:_TEXT_SAMPLE:2]
+    if len(head) >= 64:
+        if odd.count(0) > 0.9 * len(odd) and even.count(0) < 0.1 * len(even):
+            return "utf-16-le"
+        if even.count(0) > 0.9 * len(even) and odd.count(0) < 0.1 * len(odd):
+            return "utf-16-be"
+    return None
+
+
+def _decode(data: bytes | bytearray, shown: str, what: str, warnings: list[str]) -> tuple[str, int]:
+    """:func:`decode_log`, after telling a wide-character log (decoded as such, said) and
+    data that is no text at all (said: it is read, but nothing in it is a log line)."""
+    head = bytes(data[:_TEXT_SAMPLE])
+    wide = _wide_encoding(head)
+    if wide:
+        text = bytes(data).decode(wide, errors="replace").lstrip("\ufeff")
+        warnings.append(f"{what} {shown} is {wide.upper()} text: decoded as such")
+        return text, text.count("\ufffd")
+    text, replaced = decode_log(data)
+    if head:
+        junk = sum(head.count(bytes([c])) for c in _CONTROL) + text[:_TEXT_SAMPLE].count("\ufffd")
+        if junk > 0.1 * len(head):
+            warnings.append(f"{what} {shown} is not text ({100 * junk // len(head)}% of its first "
+                            f"{len(head)} bytes are binary): few or no log records can be read from it")
+    return text, replaced
 
 
 def _zstandard():

@@ -313,3 +313,35 @@ def test_random_bytes_with_a_fault_at_each_end(tmp_path):
 def test_grep_lines_cuts_lines_as_splitlines():
     text = "a kdump: 1\r\nb\rc kdump: 2\x0bd kdump: 3\n\nkdump: 4"
     assert list(grep_lines(text, "kdump: ")) == [x for x in text.splitlines() if "kdump: " in x]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_wide_character_log_gives_the_same_faults_and_says_so(tmp_path, encoding):
+    """A log saved as UTF-16/32 (a Windows editor, PowerShell's >): decoded as such, with a
+    warning naming the encoding, and the same fault records as the UTF-8 file."""
+    wide = tmp_path / "capture-dmesg.txt"
+    wide.write_bytes(LOG.read_text().encode(encoding))
+    got = read_log(wide)
+    assert any("UTF-" in w and "decoded as such" in w for w in got.warnings), got.warnings
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "source"} for r in rs]   # noqa: E731
+    assert strip(records(got.text)) == strip(records(LOG.read_text()))
+
+
+def test_binary_data_as_a_log_is_said(tmp_path):
+    """A file that is no text (here: the sample's own kdump file) read as a log: its few
+    records, if any, are kept, and a warning says the file is binary."""
+    got = read_log(VMCORE)
+    assert any("is not text" in w for w in got.warnings), got.warnings
+    assert not read_log(LOG).warnings
+
+
+def test_faults_command_reports_warnings_and_a_closed_stdin(tmp_path):
+    cut = tmp_path / "cut.log.gz"
+    cut.write_bytes(gzip.compress(LOG.read_bytes())[:4000])
+    r = subprocess.run([sys.executable, "-m", "dumpkit.cli", "faults", str(cut)], capture_output=True, text=True)
+    assert r.returncode == 0 and "ends early" in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, "-m", "dumpkit.cli", "faults", "-"], capture_output=True, text=True,
+                       stdin=subprocess.DEVNULL, close_fds=True)
+    assert r.returncode == 0 and "0 IOMMU fault records" in r.stdout, (r.returncode, r.stderr)
+    r = subprocess.run(f"{sys.executable} -m dumpkit.cli faults - <&-", shell=True, capture_output=True, text=True)
+    assert r.returncode == 3 and "standard input is closed" in r.stderr and "Traceback" not in r.stderr, r.stderr
