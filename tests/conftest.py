@@ -43,6 +43,13 @@ def cached_samples(scenario: str) -> Path | None:
     return max(found, key=lambda r: (r / "manifest.json").stat().st_mtime) if found else None
 
 
+def cached_dump(root: Path, scenario: str, kind: str = "first-kernel vmcore") -> Path:
+    """A cached scenario's dump as its manifest names it: the name depends on the
+    scenario's capture path (vmcore.kdump, vmcore.elf, kdump-tools' STAMP/dump.STAMP)."""
+    dumps = json.loads((root / "manifest.json").read_text())["dumps"]
+    return root / next(d["file"] for d in dumps if d["scenario"] == scenario and d["kind"] == kind)
+
+
 def needs_cached(scenario: str, root: Path | None):
     """A skip mark for tests of a cached scenario; in CI a missing one is an error."""
     if root is None and os.environ.get("CI"):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import dumpkit
-from conftest import SAMPLES
+from conftest import SAMPLES, cached_dump
 from dumpkit.iommu.collect import collect_iommu
 from dumpkit.verdict import judge
 
@@ -60,7 +60,7 @@ def opened(scenario: str, only_vmlinux: bool = False):
     key = (scenario, only_vmlinux)
     if key not in _OPENED:
         dbg = [vmlinux()] if only_vmlinux else [debug_dir()]
-        _OPENED[key] = dumpkit.open(ROOT / scenario / "vmcore.kdump", debuginfo=dbg)
+        _OPENED[key] = dumpkit.open(cached_dump(ROOT, scenario), debuginfo=dbg)
     return _OPENED[key]
 
 
@@ -187,7 +187,7 @@ def _dumpkit(*args, check=True) -> subprocess.CompletedProcess:
 
 
 def test_every_command_runs_on_the_stock_kernel_dumps(tmp_path):
-    dumps = [ROOT / sc / "vmcore.kdump" for sc in SCENARIOS]
+    dumps = [cached_dump(ROOT, sc) for sc in SCENARIOS]
     dbg = debug_dir()
     info = json.loads(_dumpkit("--debuginfo", dbg, "info", dumps[0], "--json").stdout)
     assert info["info"]["kernel_release"] == opened(SCENARIOS[0]).info.kernel_release
@@ -212,10 +212,10 @@ def test_notebooks_and_report_on_the_stock_kernel_dumps(tmp_path):
     from conftest import REPO
 
     dbg = [str(debug_dir())]
-    for name, params in [("01-investigate", {"dump": str(ROOT / SCENARIOS[1] / "vmcore.kdump"), "debuginfo": dbg}),
+    for name, params in [("01-investigate", {"dump": str(cached_dump(ROOT, SCENARIOS[1])), "debuginfo": dbg}),
                          ("02-dma-at-crash-before-after",
-                          {"dump": str(ROOT / SCENARIOS[1] / "vmcore.kdump"),
-                           "after": str(ROOT / SCENARIOS[0] / "vmcore.kdump"), "debuginfo": dbg})]:
+                          {"dump": str(cached_dump(ROOT, SCENARIOS[1])),
+                           "after": str(cached_dump(ROOT, SCENARIOS[0])), "debuginfo": dbg})]:
         out = tmp_path / f"{name}.ipynb"
         papermill.execute_notebook(str(REPO / "dumpkit" / "notebooks" / f"{name}.ipynb"), str(out),
                                    parameters=params, cwd=str(tmp_path), kernel_name="python3", progress_bar=False)
@@ -224,6 +224,6 @@ def test_notebooks_and_report_on_the_stock_kernel_dumps(tmp_path):
         assert not [o for o in outs if o["output_type"] == "error"], name
         assert any("image/png" in o.get("data", {}) for o in outs), name
     html = tmp_path / "r.html"
-    _dumpkit("--debuginfo", dbg[0], "report", ROOT / SCENARIOS[1] / "vmcore.kdump", "--notebook", "01-investigate",
+    _dumpkit("--debuginfo", dbg[0], "report", cached_dump(ROOT, SCENARIOS[1]), "--notebook", "01-investigate",
              "-o", html)
     assert opened(SCENARIOS[1]).info.kernel_release in html.read_text()

@@ -6,6 +6,7 @@ embedded cluster needs no flags, and a dump without debug info names its kernel.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -23,7 +24,10 @@ from conftest import SAMPLES  # noqa: E402
 from dumpkit.fleet import DebugIndex, dump_identity, fleet_views, load_dataset  # noqa: E402
 
 CACHE = Path(os.environ.get("DUMPKIT_CACHE") or Path.home() / ".cache" / "dumpkit")
-DISTRO_DUMPS = sorted((CACHE / "samples").glob("*/*/*.kdump"))        # crashes and capture-state dumps
+DISTRO_ROOTS = sorted(m.parent for m in (CACHE / "samples").glob("*/manifest.json"))
+# crashes and capture-state dumps, as the manifests name them (the name follows the capture path)
+DISTRO_DUMPS = sorted(r / d["file"] for r in DISTRO_ROOTS for d in json.loads((r / "manifest.json").read_text())["dumps"]
+                      if (r / d["file"]).is_file())
 DISTRO_DEBUG = sorted((CACHE / "distro").glob("*/debug"))
 DUMPKIT = [sys.executable, "-m", "dumpkit.cli"]
 ENV = {**os.environ, "DEBUGINFOD_URLS": "", "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1",
@@ -88,7 +92,7 @@ def test_two_kernels_on_a_cluster_every_row_then_all_skipped(cluster, tmp_path):
     address, _client = cluster
     out = tmp_path / "fleet"
     debug = [a for d in DISTRO_DEBUG for a in ("--debuginfo", d)]
-    inputs = [SAMPLES, *{d.parent.parent for d in DISTRO_DUMPS}]
+    inputs = [SAMPLES, *DISTRO_ROOTS]
     r = triage(*inputs, *debug, "--scheduler", address, "-o", out, "--format", "parquet")
     assert r.returncode == 0, r.stderr
     dumps, endpoints = load_dataset(out)

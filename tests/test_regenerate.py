@@ -4,6 +4,7 @@ crashes, and its capture kernel writes a vmcore that drgn reads."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -35,3 +36,14 @@ def test_generate_idle_scenario_gives_a_valid_vmcore(tmp_path):
     committed = json.loads((SAMPLES / "idle" / "ground-truth" / "pci.json").read_text())["devices"]
     assert {b: (d["vendor"], d["device"]) for b, d in truth.items()} == \
            {b: (d["vendor"], d["device"]) for b, d in committed.items()}
+
+    # the capture path this run took, as run.json states it and the capture kernel booted
+    # (kexec_load is not possible here: kexec-tools needs /proc/kcore, which this kernel
+    # is built without; the stock-kernel scenarios have it)
+    run = json.loads((tmp_path / "idle" / "run.json").read_text())
+    assert run["capture_path"]["kexec"] == "kexec_file_load" and run["crash_image"]["kexec_crash_loaded"] == 1
+    assert re.fullmatch(r"elfcorehdr=0x[0-9a-f]+", run["capture_path"]["capture_elfcorehdr"])
+    r = subprocess.run([sys.executable, "-m", "dumpkit.cli", "verdict", str(tmp_path / entry["file"]),
+                        "--capture-log", str(tmp_path / "idle" / "capture-dmesg.txt")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr

@@ -31,7 +31,7 @@ from drgn.helpers.linux.pci import for_each_pci_dev
 from kdump_damage import damage_page
 
 import dumpkit
-from conftest import SAMPLES
+from conftest import SAMPLES, cached_dump
 from dumpkit.rings import ahci, e1000, megaraid_sas, pvscsi, ring_evidence, vmxnet3, xhci
 from dumpkit.rings.base import read_trail
 from dumpkit.rings.generic import generic_evidence
@@ -70,7 +70,7 @@ def debug_dir() -> Path:
 def opened(scenario: str, only_vmlinux: bool = False):
     kernel = json.loads((ROOT / "manifest.json").read_text())["kernel"]
     dbg = [(ROOT / kernel["debug_file"]).resolve()] if only_vmlinux else [debug_dir()]
-    return dumpkit.open(ROOT / scenario / "vmcore.kdump", debuginfo=dbg)
+    return dumpkit.open(cached_dump(ROOT, scenario), debuginfo=dbg)
 
 
 def run_facts(scenario: str) -> dict:
