@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from dumpkit.errors import (EXIT_CODES, AccessError, AnalysisError, DumpkitError, InputError, Interrupted,
-                            OutputError, file_error)
+                            OutputError, UsageError, file_error)
 
 __all__ = ["build_parser", "main"]
 
@@ -57,12 +57,6 @@ VMCOREINFO_COMMANDS = ("info", "pci", "iommu", "dmar", "verdict")
 
 
 # --- argument types and global options --------------------------------------------------
-
-class UsageError(DumpkitError):
-    """Options that do not go together (exit 2, like any usage error argparse finds)."""
-
-    exit_code = 2
-
 
 def _positive_int(text: str) -> int:
     try:
@@ -512,14 +506,14 @@ def cmd_compare(args) -> int:
 def cmd_triage(args) -> int:
     from dumpkit.triage import KIND_CAPTURE, RowWriter, find_dumps, iter_triage, iter_triage_cluster
 
+    if args.format == "parquet" and args.output is None:
+        raise UsageError("--format parquet needs -o FILE or -o DIR", "give an output file or directory")
     paths = find_dumps(args.paths)
     if not paths:
         raise InputError(f"no dumps found in {', '.join(args.paths)}",
                          "pass vmcore files or the directories holding them")
     if args.engine == "fork" and (args.scheduler or args.scheduler_file):
-        from dumpkit.fleet.engine import usage_error
-
-        raise usage_error("--scheduler and --scheduler-file need --engine dask", "drop --engine fork")
+        raise UsageError("--scheduler and --scheduler-file need --engine dask", "drop --engine fork")
     dataset = args.format == "parquet" and args.output is not None and (
         Path(args.output).is_dir() or not args.output.endswith(".parquet"))
     if dataset:
@@ -587,9 +581,7 @@ def _triage_dataset(args, paths) -> int:
     from dumpkit.triage import KIND_CAPTURE
 
     if args.engine == "fork":
-        from dumpkit.fleet.engine import usage_error
-
-        raise usage_error("a Parquet dataset directory needs --engine dask",
+        raise UsageError("a Parquet dataset directory needs --engine dask",
                           "drop --engine fork, or give -o FILE.parquet")
     out = Path(args.output)
     if out.exists() and not out.is_dir():

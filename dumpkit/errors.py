@@ -12,6 +12,7 @@ __all__ = [
     "InputError",
     "Interrupted",
     "OutputError",
+    "UsageError",
     "file_error",
 ]
 
@@ -63,6 +64,12 @@ class AnalysisError(DumpkitError):
     """The dump opened but the kernel's data could not be read (corrupted lists, pages missing)."""
 
     exit_code = 7
+
+
+class UsageError(DumpkitError):
+    """Options that do not go together (exit 2, like any usage error argparse finds)."""
+
+    exit_code = 2
 
 
 class OutputError(DumpkitError):

@@ -168,6 +168,11 @@ def test_vmcoreinfo_file_that_is_not_vmcoreinfo(tmp_path):
 def test_usage_error_exit_code():
     r = run_cli("frobnicate")
     assert r.returncode == 2 and "Traceback" not in r.stderr
+    # options that do not go together are usage errors too, found before any work
+    for args in (["triage", str(VMCORE), "--format", "parquet"],
+                 ["triage", str(VMCORE), "--engine", "fork", "--scheduler", "tcp://127.0.0.1:1"]):
+        r = run_cli(*args)
+        assert_one_line_error(r, 2, args[-2])
 
 
 def test_inputs_are_never_modified():

@@ -29,21 +29,6 @@ LOST_SCHEDULER_S = 30
 QUIET_LOGGERS = ("distributed", "tornado", "bokeh", "asyncio")
 
 
-def _usage_error():
-    from dumpkit.errors import DumpkitError
-
-    class TriageUsageError(DumpkitError):
-        """Options of triage that do not go together (exit 2, like any usage error)."""
-
-        exit_code = 2
-
-    return TriageUsageError
-
-
-def usage_error(what: str, fix: str):
-    return _usage_error()(what, fix)
-
-
 def _sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
