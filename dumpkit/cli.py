@@ -186,7 +186,10 @@ def _excluded_page(source: str, error: Exception) -> str | None:
 @contextlib.contextmanager
 def _kernel_data(source: str):
     """Errors raised while opening a dump and reading the kernel's data in it: a missing or
-    unreadable file is exit 3/5, anything else drgn could not read is exit 7."""
+    unreadable file is exit 3/5, a full or read-only disk met while writing (an output, a
+    temporary file) is exit 8, anything else drgn could not read is exit 7."""
+    import errno
+
     import drgn
 
     try:
@@ -198,6 +201,10 @@ def _kernel_data(source: str):
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
         raise InputError(f"{e.filename or source}: {e.strerror}", "check the path") from None
     except (drgn.FaultError, LookupError, AttributeError, OSError) as e:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+            where = e.filename or "a temporary file (TMPDIR) or the output"
+            raise OutputError(f"writing {where} failed: {e.strerror}",
+                              "free space or choose another location (TMPDIR for temporary files)") from None
         # reading kernel data through drgn failed somewhere no collector expected it:
         # one line for the user; DUMPKIT_DEBUG=1 shows the traceback
         if os.environ.get("DUMPKIT_DEBUG"):

@@ -330,3 +330,13 @@ def test_samples_untouched_by_the_damage_tests():
     manifest = {d["file"]: d["sha256"] for d in __import__("conftest").DUMPS}
     for rel in ("idle/vmcore.kdump", "nocopy-fault/vmcore.kdump"):
         assert sha256(SAMPLES / rel) == manifest[rel]
+
+
+@pytest.mark.parametrize("command", [["triage", "--format", "json"], ["triage"], ["report"]])
+def test_full_disk_is_the_outputs_fault(command):
+    """Writing to a full disk (/dev/full answers every write with ENOSPC) is exit 8 naming
+    the output, never exit 7 blaming the dump."""
+    r = run_cli(command[0], str(VMCORE), *command[1:], "-o", "/dev/full")
+    assert r.returncode == 8, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr and "No space left on device" in r.stderr
+    assert "reading the kernel's data" not in r.stderr
