@@ -196,9 +196,11 @@ def _collect(paths: Sequence[str]) -> _Candidates:
             return
         seen.add(real)
         key = _module_key(name)
-        if _is_vmlinux(name) or (explicit and key is None):
+        # a file given by name is offered as the kernel's too unless it is named like a
+        # module (".ko…"): drgn takes it only if its build-id is the kernel's
+        if _is_vmlinux(name) or (explicit and (key is None or ".ko" not in name)):
             cands.vmlinux.append(real)
-        elif key is not None:
+        if key is not None and not _is_vmlinux(name):
             cands.modules.setdefault(key, []).append(real)
 
     for raw in paths:
@@ -248,20 +250,101 @@ def _configure_search(prog: drgn.Program, directories: Iterable[str], debuginfod
     prog.debug_info_options.directories = dirs
 
 
-def _try(prog: drgn.Program, files: list[str], **kw) -> None:
+# drgn raises a plain Exception for what elfutils finds wrong in a debug file
+_ELF_ERRORS = ("libelf error", "libdw error", "libdwfl error", "invalid DWARF", "invalid ELF",
+               "ELF file", "debug_info", "decompress")
+
+
+def _is_elf_error(e: Exception) -> bool:
+    """An error of the debug file itself: drgn's BadDataError (bad DWARF), or the plain
+    Exception it raises for libelf/libdw failures."""
+    bad_data = getattr(drgn, "BadDataError", None)
+    if bad_data is not None and isinstance(e, bad_data):
+        return True
+    return type(e) is Exception and any(word in str(e) for word in _ELF_ERRORS)
+
+
+def _try(prog: drgn.Program, files: list[str], damaged: dict[str, str] | None = None, **kw) -> None:
+    """Load debug info from ``files``; a file elfutils cannot read is recorded in
+    ``damaged`` (path -> error) and skipped, the others still loaded."""
     try:
         prog.load_debug_info(files, **kw)
     except drgn.MissingDebugInfoError:
         pass  # reported per module below
+    except Exception as e:  # noqa: BLE001 -- drgn's libelf/libdw errors are plain Exceptions
+        if not _is_elf_error(e):
+            raise
+        if len(files) > 1:          # find which file it was, load the rest
+            for f in files:
+                _try(prog, [f], damaged, **kw)
+        elif damaged is not None:
+            damaged[files[0] if files else "a file drgn's standard search found"] = str(e)
+
+
+class DamagedDebugFile(DebugInfoError):
+    """A module debug file drgn could load but not index: the program that indexed it is
+    unusable (every later lookup fails the same way), so the caller opens the dump again
+    without that file (``path``)."""
+
+    def __init__(self, path: str, why: str):
+        super().__init__(f"debug file {path} cannot be read ({why})", "copy or unpack it again")
+        self.path = path
+        self.why = why
+
+
+def _probe_debug_info(prog: drgn.Program, path: str | None) -> None:
+    """drgn indexes a debug file's DWARF on the first lookup, not when it loads it: look
+    something up now, so that a damaged file is named here instead of failing later."""
+    try:
+        prog.type("struct list_head")
+    except LookupError:
+        pass
+    except Exception as e:  # noqa: BLE001 -- drgn's libelf/libdw errors are plain Exceptions
+        if not _is_elf_error(e):
+            raise
+        raise DebugInfoError(f"debug file {path} is for this kernel but its debug info cannot be read ({e})",
+                             "it is damaged: copy or unpack it again") from None
+
+
+def _probe_modules(prog: drgn.Program, files: list[str]) -> None:
+    """Index the module debug files just loaded (drgn does it at the next lookup); one it
+    cannot read is named (:class:`DamagedDebugFile`)."""
+    try:
+        prog.type("struct list_head")
+    except LookupError:
+        pass
+    except Exception as e:  # noqa: BLE001 -- drgn's libelf/libdw errors are plain Exceptions
+        if not _is_elf_error(e):
+            raise
+        # drgn's message starts with the file's path; elfutils' may name none
+        path = next((f for f in files if str(e).startswith(f)), files[0] if len(files) == 1 else None)
+        if path is None:
+            raise DebugInfoError(f"a module debug file cannot be read ({e})",
+                                 "pass the module debug files one by one to find it, or unpack them again") from None
+        raise DamagedDebugFile(path, str(e).removeprefix(f"{path}: ")) from None
+
+
+def _damaged_kernel_file(damaged: dict[str, str], build_id: str | None) -> DebugInfoError | None:
+    """The error for a debug file of this kernel (by build-id) that could not be read."""
+    for path, why in damaged.items():
+        if build_id is None or not os.path.isfile(path) or _file_build_id(Path(path)) == build_id:
+            return DebugInfoError(f"debug file {path} is for this kernel but cannot be read ({why})",
+                                  "it is damaged: copy or unpack it again")
+    return None
 
 
 def load_kernel_debug_info(prog: drgn.Program, paths: Sequence[str] | None, build_id: str | None,
                            release: str | None, dump_path: Path | None,
-                           debuginfod: bool = False) -> tuple[DebugFile, list[KernelModule]]:
+                           debuginfod: bool = False,
+                           excluded: dict[str, str] | None = None) -> tuple[DebugFile, list[KernelModule]]:
     """Load debug info for the kernel image and every loaded module.
 
     :param paths: ``--debuginfo`` files and directories; None or empty for the defaults
     :param build_id: the kernel's build-id from VMCOREINFO, if known
+    :param excluded: module debug files found damaged before (path -> why): not loaded,
+        and named as the reason their modules have no debug info
+    :raises DamagedDebugFile: a module debug file could not be indexed; open the dump
+        again with it in ``excluded``
     :raises DebugInfoError: no debug info for the kernel image itself (modules missing
         debug info are reported in the returned list, not raised)
     """
@@ -274,34 +357,41 @@ def load_kernel_debug_info(prog: drgn.Program, paths: Sequence[str] | None, buil
             cands.directories = []
         _configure_search(prog, cands.directories, debuginfod)
         main = _main_module(prog)
+        damaged: dict[str, str] = {}
         if paths:
-            _try(prog, cands.vmlinux)
+            _try(prog, cands.vmlinux, damaged)
             if main.wants_debug_file():
                 # another vmlinux among the paths? say which build-id it has
                 for path in cands.vmlinux:
                     other = _file_build_id(Path(path))
+                    if other == build_id and path not in damaged:
+                        damaged[path] = "drgn found no usable debug info in it"
                     if build_id and other != build_id:
                         raise DebugInfoError(f"debug file {path} is for build-id {other}, the dumped kernel "
                                              f"is {build_id}", "pass the vmlinux built with that kernel")
-                _try(prog, [], main=True)
+                _try(prog, [], damaged, main=True)
                 origin = "drgn standard search"
         else:
-            _try(prog, [], main=True)
+            _try(prog, [], damaged, main=True)
             origin = "drgn standard search"
             if main.wants_debug_file():
                 found = find_manifest_debug_file(build_id, dump_path)
                 if found is not None:
                     chosen, dirs = found
-                    _try(prog, [chosen.path])
+                    _try(prog, [chosen.path], damaged)
                     cands = _collect(dirs) if dirs else cands
                     _configure_search(prog, cands.directories, debuginfod)
                     origin = chosen.origin
         if main.wants_debug_file():
+            bad = _damaged_kernel_file(damaged, build_id)
+            if bad is not None:
+                raise bad
             raise DebugInfoError(f"no debug info found for kernel {release or '?'} (build-id "
                                  f"{build_id or 'unknown'})",
                                  f"pass its vmlinux with --debuginfo PATH ({debug_package_hint(release)})")
         chosen = DebugFile(main.debug_file_path, build_id or _safe_build_id(main), origin)
-        modules = _load_modules(prog, cands, release)
+        _probe_debug_info(prog, main.debug_file_path)
+        modules = _load_modules(prog, cands, release, excluded or {})
         return chosen, modules
     finally:
         restore()
@@ -326,7 +416,8 @@ def _safe_build_id(module: drgn.Module) -> str | None:
     return module.build_id.hex() if module.build_id else None
 
 
-def _load_modules(prog: drgn.Program, cands: _Candidates, release: str | None) -> list[KernelModule]:
+def _load_modules(prog: drgn.Program, cands: _Candidates, release: str | None,
+                  excluded: dict[str, str]) -> list[KernelModule]:
     try:
         loaded = [m for m, _new in prog.loaded_modules() if isinstance(m, drgn.RelocatableModule)]
     except (drgn.FaultError, LookupError, ValueError) as e:
@@ -334,8 +425,14 @@ def _load_modules(prog: drgn.Program, cands: _Candidates, release: str | None) -
         return []
     wanted = [m for m in loaded if m.wants_debug_file()]
     files = [f for m in wanted for f in cands.modules.get(m.name.replace("-", "_"), [])]
+    damaged = {f: excluded[f] for f in files if f in excluded}
+    files = [f for f in files if f not in damaged]
     if files:
-        _try(prog, files)
+        _try(prog, files, damaged)
+        new = [f for f in files if f in damaged]
+        if new:         # drgn indexed it while loading: this program is unusable now
+            raise DamagedDebugFile(new[0], damaged[new[0]].removeprefix(f"{new[0]}: "))
+        _probe_modules(prog, files)
     still = [m for m in wanted if m.wants_debug_file()]
     if still:
         try:
@@ -347,7 +444,11 @@ def _load_modules(prog: drgn.Program, cands: _Candidates, release: str | None) -
         ranges = m.address_ranges or ()
         start = min((r[0] for r in ranges), default=None)
         size = sum(r[1] - r[0] for r in ranges) if ranges else None
-        if m.wants_debug_file():
+        bad = [p for p in cands.modules.get(m.name.replace("-", "_"), []) if p in damaged]
+        if m.wants_debug_file() and bad:
+            status, reason = "no debug info", (f"no debug info for module {m.name}: {bad[0]} cannot be read "
+                                               f"({damaged[bad[0]]}); copy or unpack it again")
+        elif m.wants_debug_file():
             status, reason = "no debug info", (f"no debug info for module {m.name} ({debug_package_hint(release)} "
                                                f"or pass its .ko.debug with --debuginfo)")
         else:

@@ -11,7 +11,7 @@ import drgn
 
 from dumpkit.errors import AccessError, ConnectionFailed, DebugInfoError, DumpkitError, InputError
 from dumpkit.target.corefile import CoreFile, inspect_core_file, read_vmcoreinfo_file
-from dumpkit.target.debuginfo import DebugFile, KernelModule, load_kernel_debug_info
+from dumpkit.target.debuginfo import DamagedDebugFile, DebugFile, KernelModule, load_kernel_debug_info
 from dumpkit.target.dump import Dump, vmcoreinfo_fields
 from dumpkit.target.pagemap import attach_dump_pages
 
@@ -127,10 +127,27 @@ def _debuginfo_paths(debuginfo) -> list[str]:
 
 
 def _load_debug_info(prog: drgn.Program, paths: list[str], dump_path: Path | None,
-                     debuginfod: bool) -> tuple[DebugFile, list[KernelModule]]:
+                     debuginfod: bool, excluded: dict[str, str] | None = None) -> tuple[DebugFile, list[KernelModule]]:
     vmci = vmcoreinfo_fields(prog)
     return load_kernel_debug_info(prog, paths, vmci.get("BUILD-ID"), vmci.get("OSRELEASE"), dump_path,
-                                  debuginfod=debuginfod)
+                                  debuginfod=debuginfod, excluded=excluded)
+
+
+MAX_DAMAGED_FILES = 16    # a damaged module debug file costs one reopening of the dump
+
+
+def _attach_with_debug_info(attach, paths: list[str], dump_path: Path | None, debuginfod: bool):
+    """``attach()`` a new program and load its debug info; a module debug file that turns
+    out unreadable leaves that program unusable, so attach again without it."""
+    excluded: dict[str, str] = {}
+    while True:
+        prog, corefile = attach()
+        try:
+            return prog, corefile, _load_debug_info(prog, paths, dump_path, debuginfod, excluded)
+        except DamagedDebugFile as e:
+            if e.path in excluded or len(excluded) >= MAX_DAMAGED_FILES:
+                raise
+            excluded[e.path] = e.why
 
 
 def open_target(source: str | os.PathLike,
@@ -153,17 +170,20 @@ def open_target(source: str | os.PathLike,
     corefile = None
     vmci_text = read_vmcoreinfo_file(vmcoreinfo) if vmcoreinfo else None
     if source == "live":
-        prog, kind = _attach_live(), "live"
+        attach, kind = lambda: (_attach_live(), None), "live"
     elif source.startswith("qmp:"):
-        prog, kind = _attach_qmp(source[4:]), "qmp"
+        attach, kind = lambda: (_attach_qmp(source[4:]), None), "qmp"
     else:
-        prog, corefile = _attach_file(source, vmci_text)
-        attach_dump_pages(prog, corefile)
+        def attach():
+            prog, core = _attach_file(source, vmci_text)
+            attach_dump_pages(prog, core)
+            return prog, core
         kind = "vmcore"
     if debuginfod is None:
         debuginfod = os.environ.get("DUMPKIT_DEBUGINFOD", "") not in ("", "0")
-    debug, modules = _load_debug_info(prog, _debuginfo_paths(debuginfo), corefile.path if corefile else None,
-                                      debuginfod)
+    dump_path = Path(source) if kind == "vmcore" else None
+    prog, corefile, (debug, modules) = _attach_with_debug_info(attach, _debuginfo_paths(debuginfo), dump_path,
+                                                               debuginfod)
     dump = Dump(prog, source, kind, corefile, debug, modules)
     try:
         release = dump.prog["UTS_RELEASE"].string_()
