@@ -511,7 +511,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_triage(args) -> int:
-    from dumpkit.triage import KIND_CAPTURE, RowWriter, find_dumps, iter_triage, iter_triage_cluster
+    from dumpkit.triage import RowWriter, find_dumps
 
     if args.format == "parquet" and args.output is None:
         raise UsageError("--format parquet needs -o FILE or -o DIR", "give an output file or directory")
@@ -528,6 +528,29 @@ def cmd_triage(args) -> int:
     if args.output:
         _check_output(args.output, args.paths, dumps=paths)
     writer = RowWriter(args.output, args.format)
+    with _terminate_as_interrupt():
+        return _triage_rows(args, paths, writer)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (a batch system's stop, ``kill``) ends triage as Ctrl-C does: the rows of
+    the dumps that finished are written and the output is complete."""
+    import signal
+
+    def interrupt(_signum, _frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _triage_rows(args, paths, writer) -> int:
+    from dumpkit.triage import KIND_CAPTURE, iter_triage, iter_triage_cluster
+
     progress = sys.stderr.isatty()
     finished: list = []
     rows: list[dict] = []

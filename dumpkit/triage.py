@@ -159,8 +159,10 @@ def triage_one(path: str, debuginfo: str | Sequence[str] | None = None, debuginf
 def _worker(path: str, debuginfo, debuginfod: bool, conn) -> None:
     import signal
 
-    # Ctrl-C goes to the whole process group: the parent decides, workers just get killed
+    # Ctrl-C goes to the whole process group: the parent decides, workers just get killed;
+    # the parent's SIGTERM handler (finish the output) is not theirs
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     from dumpkit.errors import DumpkitError
     from dumpkit.target.corefile import NotADump
 
@@ -382,44 +384,125 @@ def _finite(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
+def _regular_or_new(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+class OutputLock:
+    """One writer per output file: an exclusive ``flock`` on ``.NAME.lock`` beside it,
+    removed again when released (re-checked after locking, so that a run that locked a
+    lock file just removed by the previous one tries again)."""
+
+    def __init__(self, output: Path):
+        import fcntl
+
+        from dumpkit.errors import OutputError
+
+        self.path = output.with_name(f".{output.name}.lock")
+        for _ in range(8):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise OutputError(f"cannot write {output}: {e.strerror}", "choose a writable location") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise OutputError(f"cannot write {output}: another dumpkit run is writing it",
+                                  "wait for that run, or give another output") from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fd = fd
+                return
+            os.close(fd)
+        raise OutputError(f"cannot write {output}: its lock file {self.path} keeps changing", "try again")
+
+    def release(self) -> None:
+        if self._fd is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            os.close(self._fd)
+            self._fd = None
+
+
 class RowWriter:
     """Writes triage rows as they come: CSV (header first), JSON (an array, closed at the
     end even after an interruption), JSON lines, or Parquet (written at the end from the
     rows kept in ``OUTPUT.partial.jsonl`` beside it, which stays if that fails).
 
+    A file output is written to a temporary file beside it and renamed over it when
+    closed, under an :class:`OutputLock`: a failed run leaves the output as it was, an
+    interrupted one a complete file of the rows finished, and two runs never mix rows.
+
     :param output: a file, or None for stdout (not for parquet)
-    :raises OutputError: the output cannot be created
+    :raises OutputError: the output cannot be created, or another run is writing it
     """
 
     def __init__(self, output: str | os.PathLike | None, fmt: str):
-        from dumpkit.errors import OutputError
+        from dumpkit.errors import OutputError, UsageError
 
         self.format = fmt
         self.output = Path(output) if output is not None else None
         self.rows: list[dict] = []
         self.partial: Path | None = None
         self._first = True
-        target = self.output
+        self._lock: OutputLock | None = None
+        self._tmp: Path | None = None
+        if fmt == "parquet" and self.output is None:
+            raise UsageError("--format parquet needs -o FILE", "give an output file")
+        # a regular file (or a new one) is replaced whole at the end, through its links;
+        # a device or FIFO given as the output (/dev/stdout, a pipe) is written directly
+        real = Path(os.path.realpath(self.output)) if self.output is not None else None
+        whole = real is not None and _regular_or_new(self.output)
+        if whole:
+            self.output = real
+            self._lock = OutputLock(real)
         if fmt == "parquet":
-            if self.output is None:
-                raise OutputError("--format parquet needs -o FILE", "give an output file")
-            self.partial = target = self.output.with_name(self.output.name + ".partial.jsonl")
+            target = self.partial = self.output.with_name(self.output.name + ".partial.jsonl")
+        elif whole:
+            target = self._tmp = real.with_name(f".{real.name}.{os.getpid()}.tmp")
+        else:
+            target = self.output
         try:
             self._f = open(target, "w", newline="") if target is not None else sys.stdout
         except OSError as e:
+            self._release()
             raise OutputError(f"cannot write {target}: {e.strerror}", "choose a writable location") from None
         self._guard(self._begin)
+
+    def _release(self) -> None:
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+        if self._lock is not None:
+            self._lock.release()
 
     def _guard(self, fn, *args) -> None:
         from dumpkit.errors import OutputError
 
         try:
             fn(*args)
-            self._f.flush()
+            if not self._f.closed:
+                self._f.flush()
         except BrokenPipeError:
             raise
         except OSError as e:
             where = self.partial or self.output or "standard output"
+            if self._f is not sys.stdout:
+                try:
+                    self._f.close()
+                except OSError:
+                    pass            # the disk is still full: what is written goes away below
+            self._release()
             raise OutputError(f"writing {where} failed: {e.strerror}", "free space or choose another location") from None
 
     def _begin(self) -> None:
@@ -447,21 +530,40 @@ class RowWriter:
         """Finish the output with the rows written so far (also after an interruption)."""
         from dumpkit.errors import OutputError
 
+        if self._f is None:
+            return
         if self.format == "json":
             self._guard(self._f.write, "\n]\n")
         if self._f is not sys.stdout:
-            self._f.close()
-        if self.format == "parquet":
-            import pandas as pd
+            self._guard(self._f.close)
+        self._f = None
+        try:
+            if self.format == "parquet":
+                self._write_parquet()
+            elif self._tmp is not None:
+                try:
+                    os.replace(self._tmp, self.output)
+                except OSError as e:
+                    raise OutputError(f"writing {self.output} failed: {e.strerror}",
+                                      "choose a writable location") from None
+        finally:
+            self._release()
 
-            frame = pd.DataFrame([{c: _finite(v) for c, v in _plain(r).items()} for r in self.rows],
-                                 columns=COLUMNS)
-            try:
-                frame.to_parquet(self.output, index=False)
-            except OSError as e:
-                raise OutputError(f"writing {self.output} failed: {e.strerror}; the rows are in {self.partial}",
-                                  "free space or choose another location") from None
-            self.partial.unlink(missing_ok=True)
+    def _write_parquet(self) -> None:
+        import pandas as pd
+
+        from dumpkit.errors import OutputError
+
+        frame = pd.DataFrame([{c: _finite(v) for c, v in _plain(r).items()} for r in self.rows], columns=COLUMNS)
+        tmp = self.output.with_name(f".{self.output.name}.{os.getpid()}.tmp")
+        try:
+            frame.to_parquet(tmp, index=False)
+            os.replace(tmp, self.output)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise OutputError(f"writing {self.output} failed: {e.strerror}; the rows are in {self.partial}",
+                              "free space or choose another location") from None
+        self.partial.unlink(missing_ok=True)
 
     @property
     def where(self) -> str:
