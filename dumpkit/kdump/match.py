@@ -27,6 +27,11 @@ __all__ = ["LogMatch", "match_capture_log"]
 
 ELFCOREHDR_ARG = re.compile(r"\belfcorehdr=(?:(\d{1,20}[KkMm]?)@)?(0x[0-9a-fA-F]{1,16}|\d{1,20})([KkMm])?")
 MAX_LINE = 8192
+# what of a log the facts are looked for in: a capture kernel prints its command line,
+# memory map, initrd, PCI functions and clock reading in its first seconds; a crashed
+# kernel's last records end its log. Beyond these windows a huge log costs no more.
+BOOT_WINDOW = 4 << 20
+TAIL_WINDOW = 4 << 20
 # the memory map as the capture kernel prints it: "usable" up to 6.x, "System RAM" in 7.x
 # (the e820 printout rework of 6.16), possibly after a size column; "user:" for memmap=
 USABLE = re.compile(r"(?:BIOS-e820|user): \[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\]"
@@ -36,7 +41,6 @@ RAMDISK = re.compile(r"\] RAMDISK: \[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\]")
 CLOCK_SET = re.compile(r"^\[ *(\d+\.\d+)\] .{0,80}?setting system clock to \S{0,40} \((\d{1,12})\)", re.MULTILINE)
 # PCI enumeration: "pci 0000:02:00.0: [8086:10d3] type 00 class 0x020000"
 PCI_FUNCTION = re.compile(r"\] pci ([0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]): \[([0-9a-f]{4}):([0-9a-f]{4})\] type")
-BOOT = re.compile(r"(?=^\[ *0\.0+\] Linux version )", re.MULTILINE)
 # "[    7.657070] text", or with CONFIG_PRINTK_CALLER "[    7.657070] [  T123] text"
 PRINTK_LINE = re.compile(r"^\[ *(\d{1,10})\.(\d{6})\] (?:\[ *[TC]\d+\] )?(.+)$", re.MULTILINE)
 CRASH_LINE = re.compile(r"^\[ *(\d+\.\d+)\] (?:Kernel panic - not syncing|sysrq: Trigger a crash)", re.MULTILINE)
@@ -88,6 +92,25 @@ def _elfcorehdr(text: str):
         if m:
             return m
         pos = end + 1
+
+
+def _capture_boot(text: str, tries: int = 64) -> tuple[int, int] | None:
+    """(start, end) of the last boot in ``text`` whose command line has elfcorehdr= (a
+    serial console holds several boots: the capture kernel's is judged). Found from the
+    end with ``str.find`` and bounded work, whatever the text's size and shape."""
+    pos = len(text)
+    for _ in range(tries):
+        pos = text.rfind("elfcorehdr=", 0, pos)
+        if pos < 0:
+            return None
+        line = text.rfind("\n", max(0, pos - MAX_LINE), pos) + 1 or max(0, pos - MAX_LINE)
+        if text.find("ommand line:", line, pos) >= 0:
+            boot = text.rfind("] Linux version ", 0, line)
+            start = 0 if boot < 0 else text.rfind("\n", 0, boot) + 1
+            end = text.find("] Linux version ", pos)
+            end = len(text) if end < 0 else text.rfind("\n", 0, end) + 1
+            return start, end
+    return None
 
 
 def _size(num: str, suffix: str | None) -> int:
@@ -274,13 +297,16 @@ def _judge_own_log(j: _Judge, prog: drgn.Program, text: str, name: str = "printk
     # a record is found by its text and its time: two crashes down one code path print
     # the same lines (a register dump, a stack) at other times
     times: dict[str, set[int]] = {}
-    for sec, usec, line in PRINTK_LINE.findall(text):
+    # regex scans of a long text cost a second each: first ask str.find whether they can match
+    records = PRINTK_LINE.findall(text) if text.startswith("[") or "\n[" in text else []
+    for sec, usec, line in records:
         times.setdefault(line.strip(), set()).add(int(sec) * 1_000_000 + int(usec))
     found = sum(any(abs(us - t) <= 1 for t in times.get(line, ())) for us, line in tail)
     if found == len(tail):
         j.fact(name, True, f"{what} holds the dump's last {len(tail)} printk records at their times"
                            + (" (a vmcore-dmesg)" if name == "printk_tail" else ""))
-    elif found == 0 and CRASH_LINE.search(text):
+    elif found == 0 and ("Kernel panic - not syncing" in text or "sysrq: Trigger a crash" in text) \
+            and CRASH_LINE.search(text):
         j.fact(name, False, f"{what} shows a crashed kernel that ends in another crash: it holds "
                             f"none of the dump's last {len(tail)} printk records")
     else:
@@ -296,12 +322,12 @@ def match_capture_log(prog: drgn.Program, text: str) -> LogMatch:
     kd = collect_kdump(prog)
     j = _Judge()
     # a serial console holds several boots: judge the capture kernel's (elfcorehdr= given)
-    boots = [b for b in BOOT.split(text) if b.strip()]
-    capture = [b for b in boots if _elfcorehdr(b)]
+    found = _capture_boot(text)
+    capture = found is not None
     if capture:
-        boot = capture[-1]
-        before = text[:text.rfind(boot)]
-        if PRINTK_LINE.search(before):
+        start, end = found
+        boot, before = text[start:min(end, start + BOOT_WINDOW)], text[max(0, start - TAIL_WINDOW):start]
+        if ("\n[" in before or before.startswith("[")) and PRINTK_LINE.search(before):
             # a serial console: the crashed kernel's last words come just before
             _judge_own_log(j, prog, before, "console_tail")
         m = _elfcorehdr(boot)
@@ -311,7 +337,7 @@ def match_capture_log(prog: drgn.Program, text: str) -> LogMatch:
         _judge_clock(j, prog, boot)
         _judge_pci(j, prog, boot)
     else:
-        _judge_own_log(j, prog, text)
+        _judge_own_log(j, prog, text[-TAIL_WINDOW:])
     if j.disagree:
         return LogMatch("mismatch", j.disagree + j.agree, j.facts)
     if j.agree:
