@@ -229,11 +229,11 @@ def _could_dma_claim(dev, entry, mapping, bypass: bool | None, bypass_why: str, 
         claim.evidence.append(f"{least}{mapping.summary['writable_bytes']} bytes writable through the IOMMU in "
                               f"{mapping.summary['ranges']} ranges")
         if mapping.errors:
-            claim.evidence.append(f"some of its IOMMU page tables are unreadable: {mapping.errors[0]}")
+            claim.evidence.append(f"some of its IOMMU page tables are unreadable or damaged: {mapping.errors[0]}")
     elif mapping is not None and mapping.errors:
         if claim.value is not False:
             claim.value = None
-        claim.evidence.append(f"its IOMMU page tables are unreadable: {mapping.errors[0]}")
+        claim.evidence.append(f"its IOMMU page tables are unreadable or damaged: {mapping.errors[0]}")
     elif mapping is not None:
         claim.value = False
         claim.evidence.append("no writable IOMMU mapping: any DMA it issues is blocked")

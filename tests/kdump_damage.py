@@ -101,3 +101,31 @@ def exclude_page(src: Path, dst: Path, phys: int) -> None:
         rest = f.read(end - pos - PAGE_DESC.size)
         f.seek(pos)
         f.write(rest + bytes(PAGE_DESC.size))
+
+
+def rewrite_page(src: Path, dst: Path, phys: int, change) -> None:
+    """Copy src to dst with the page holding ``phys`` replaced by ``change(page bytes)``:
+    the new page is appended zlib-compressed and its descriptor pointed at it (page data
+    offsets are absolute, so nothing else moves). A flipped bit in a kernel table, as a
+    bad DIMM or a stray write leaves it.
+
+    :raises ValueError: the page is not in the dump
+    """
+    import zlib
+
+    shutil.copy(src, dst)
+    found = page_descriptor(dst, phys)
+    if found is None:
+        raise ValueError(f"page {phys:#x} is not in {src}")
+    pos, offset, size, flags = found
+    with open(dst, "r+b") as f:
+        f.seek(offset)
+        data = f.read(size)
+        page = zlib.decompress(data) if flags & DUMP_DH_COMPRESSED_ZLIB else data
+        if flags & DUMP_DH_COMPRESSED and not flags & DUMP_DH_COMPRESSED_ZLIB:
+            raise ValueError(f"page {phys:#x} is compressed with a method other than zlib")
+        new = zlib.compress(change(page))
+        end = f.seek(0, 2)
+        f.write(new)
+        f.seek(pos)
+        f.write(PAGE_DESC.pack(end, len(new), DUMP_DH_COMPRESSED_ZLIB, 0))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import drgn
 
 from dumpkit.iommu.model import Leaf, PageTableWalk
-from dumpkit.iommu.pagewalk import MAX_TABLES, PAGE, walk_tables
+from dumpkit.iommu.pagewalk import MAX_TABLES, PAGE, implausible_leaf, walk_tables
 
 __all__ = ["walk_v1", "MAX_TABLES"]
 
@@ -28,7 +28,8 @@ def _entry(walk: PageTableWalk, level: int, i: int, iova: int, span: int, pte: i
     nl = (pte >> 9) & 7
     rr, ww = r and bool(pte & PTE_IR), w and bool(pte & PTE_IW)
     if level == 1 or nl == 0:
-        walk.leaves.append(Leaf(iova, pte & ADDR_MASK, span, rr, ww, level, path))
+        if not implausible_leaf(walk, level, i, iova, span, pte, pte & ADDR_MASK):
+            walk.leaves.append(Leaf(iova, pte & ADDR_MASK, span, rr, ww, level, path))
     elif nl == 7:
         size = _size_from_address(pte)
         if size < PAGE or size > span * 512:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import drgn
 
 from dumpkit.iommu.model import Leaf, MappingRange, PageTableWalk, lookup, summarise
-from dumpkit.iommu.pagewalk import MAX_TABLES, walk_tables
+from dumpkit.iommu.pagewalk import MAX_TABLES, implausible_leaf, walk_tables
 
 __all__ = ["Leaf", "MappingRange", "PageTableWalk", "walk_page_table", "summarise", "lookup"]
 
@@ -19,9 +19,17 @@ PTE_ADDR_MASK = ((1 << 52) - 1) & ~(PAGE - 1)   # bits 51:12; the XD bit (63) an
 PTE_READ, PTE_WRITE, PTE_LARGE = 1, 2, 1 << 7
 
 
-def _entry(walk: PageTableWalk, level: int, _i: int, iova: int, span: int, pte: int, _ctx, path: tuple):
+def _entry(walk: PageTableWalk, level: int, i: int, iova: int, span: int, pte: int, _ctx, path: tuple):
     addr = pte & PTE_ADDR_MASK
-    if level == 1 or pte & PTE_LARGE:
+    large = level > 1 and pte & PTE_LARGE
+    if large and level > 3:
+        # the format has 2 MiB and 1 GiB pages only: bit 7 is reserved above level 3
+        walk.errors.append(f"level {level} entry {i} (IOVA {iova:#x}) {pte:#x}: a page-size bit where the format "
+                           "has none; the entry is damaged, not counted")
+        return None
+    if level == 1 or large:
+        if implausible_leaf(walk, level, i, iova, span, pte, addr):
+            return None
         walk.leaves.append(Leaf(iova, addr, span, bool(pte & PTE_READ), bool(pte & PTE_WRITE), level, path))
         return None
     return addr, level - 1, iova, None, path
