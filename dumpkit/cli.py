@@ -526,7 +526,7 @@ def cmd_triage(args) -> int:
     if dataset:
         return _triage_dataset(args, paths)
     if args.output:
-        _check_output(args.output, args.paths, dumps=paths)
+        _check_output(args.output, [*args.paths, *(args.debuginfo or [])], dumps=paths)
     writer = RowWriter(args.output, args.format)
     with _terminate_as_interrupt():
         return _triage_rows(args, paths, writer)
@@ -677,7 +677,8 @@ def cmd_report(args) -> int:
         _check_dump(args.after)
     for log in (args.capture_log or []) + (args.after_capture_log or []):
         _check_file(log, "capture log")
-    _check_output(args.output, (args.capture_log or []) + (args.after_capture_log or []),
+    _check_output(args.output, (args.capture_log or []) + (args.after_capture_log or [])
+                  + [p for p in (args.notebook, *(args.debuginfo or [])) if p],
                   dumps=[p for p in (args.source, args.after) if p and _is_file_source(p)])
     if args.debuginfod:      # render_report opens the dump itself, also inside the notebook kernel
         os.environ["DUMPKIT_DEBUGINFOD"] = "1"

@@ -340,3 +340,14 @@ def test_full_disk_is_the_outputs_fault(command):
     assert r.returncode == 8, (r.returncode, r.stderr[-2000:])
     assert "Traceback" not in r.stderr and "No space left on device" in r.stderr
     assert "reading the kernel's data" not in r.stderr
+
+
+@pytest.mark.parametrize("command", ["triage", "report"])
+def test_output_onto_a_debug_file_is_refused(tmp_path, command):
+    """A debug file given with --debuginfo is an input like the dump: never written over."""
+    debug = tmp_path / "vmlinux.debug"
+    debug.write_bytes((SAMPLES / "kernel" / "vmlinux.debug").read_bytes())
+    before = sha256(debug)
+    r = run_cli(command, str(VMCORE), "--debuginfo", str(debug), "-o", str(debug))
+    assert_one_line_error(r, 8, "one of the inputs")
+    assert sha256(debug) == before
