@@ -477,5 +477,27 @@ def render_report(source: PathLike, output: PathLike, notebook: str | None = Non
     templates = _nbconvert_templates()
     html, _ = HTMLExporter(exclude_input_prompt=True, exclude_output_prompt=True,
                            extra_template_basedirs=templates, extra_template_paths=templates).from_notebook_node(nb)
-    Path(output).write_text(html)
+    _write_whole(Path(output), html)
     return str(output)
+
+
+def _write_whole(output: Path, text: str) -> None:
+    """Write beside the output and rename over it: a full disk or a signal never leaves a
+    cut report in its place (a device or FIFO output is written directly)."""
+    import os
+    import stat
+
+    try:
+        regular = stat.S_ISREG(os.stat(output).st_mode)
+    except FileNotFoundError:
+        regular = True
+    if not regular:
+        output.write_text(text)
+        return
+    real = Path(os.path.realpath(output))
+    tmp = real.with_name(f".{real.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, real)
+    finally:
+        tmp.unlink(missing_ok=True)
