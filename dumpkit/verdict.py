@@ -298,6 +298,9 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
         except (drgn.FaultError, LookupError, AttributeError, ValueError) as e:
             errors.append(f"capture dump's IOMMU tables unreadable: {e}")
     lost = _lost_records(capture_faults)
+    # a capture log that ends early (its compressed data stops) hides the faults after that
+    cut = ", ".join(Path(log.path).name for log in logs
+                    if any("ends early" in w or "is damaged" in w for w in log.warnings))
     faults_by_dev: dict[str, list] = {}
     alias_notes: dict[str, str] = {}
     for c in state.correlations:
@@ -394,10 +397,11 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
                                         "reservation; later writes are not recorded"])
         elif texts or copied is not None:
             ev = "no fault from it in the capture log" + ("" if copied is None else " and not on copied tables")
-            if did.value is not False and "copied" not in copies and lost:
+            if did.value is not False and "copied" not in copies and (lost or cut):
                 # the records that were logged may all be other devices'
-                hit = Claim(None, [ev + f", but the capture kernel lost fault records ({lost}): its DMA after the "
-                                        "crash may have faulted unlogged"])
+                why = (f"the capture kernel lost fault records ({lost})" if lost else
+                       f"the capture log ends early ({cut}): records after that are not in it")
+                hit = Claim(None, [ev + f", but {why}: its DMA after the crash may have faulted unlogged"])
             else:
                 if "failed" in copies and did.value:
                     ev += f" although the table copy failed; {FEW_RECORDS}"

@@ -345,3 +345,20 @@ def test_faults_command_reports_warnings_and_a_closed_stdin(tmp_path):
     assert r.returncode == 0 and "0 IOMMU fault records" in r.stdout, (r.returncode, r.stderr)
     r = subprocess.run(f"{sys.executable} -m dumpkit.cli faults - <&-", shell=True, capture_output=True, text=True)
     assert r.returncode == 3 and "standard input is closed" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_capture_log_that_ends_early_leaves_hit_unknown_not_no(tmp_path):
+    """A gzip capture log cut in half: its records up to the cut are used, a warning says
+    where it ends, and a device that kept doing DMA with no fault in the part read is
+    "hit: unknown", never "no": its faults may be in the part that is gone."""
+    nocopy = SAMPLES / "nocopy-fault"
+    cut = tmp_path / "capture-dmesg.txt.gz"
+    data = gzip.compress((nocopy / "capture-dmesg.txt").read_bytes())
+    cut.write_bytes(data[:len(data) // 4])
+    from dumpkit.verdict import judge
+
+    v = judge(dumpkit.open(nocopy / "vmcore.kdump"), [cut])
+    assert any("ends early" in w for w in v.warnings), v.warnings
+    nic = v.get(NIC)
+    assert nic.did_dma_after_crash.value is True
+    assert nic.hit_capture_kernel.value is None and "ends early" in str(nic.hit_capture_kernel)
