@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -152,3 +153,18 @@ def test_verdict_on_the_kdump_tools_directory_as_a_user_has_it(root, scenario):
     r = dumpkit_verdict(root / scenario / capture_path(root, scenario)["files"]["vmcore"])
     assert r.returncode == 0, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_a_failing_generation_ends_in_one_line_naming_the_scenario_and_its_console_log(tmp_path):
+    """Three attempts that cannot finish (1 s each): each named with its console log, then
+    one error line and exit 1, no traceback."""
+    r = subprocess.run([sys.executable, str(SAMPLES / "generate"), "--scenario", "idle", "--out", str(tmp_path),
+                        "--timeout", "1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    failed = re.findall(r"scenario idle: attempt (\d) failed: .* \(console log: (\S+)\)", r.stderr)
+    assert [n for n, _ in failed] == ["1", "2", "3"] and all(Path(c).is_file() for _, c in failed)
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("generate: error: scenario idle: 3 attempts failed") and failed[-1][1] in last
+    for _, console in failed:
+        shutil.rmtree(Path(console).parent, ignore_errors=True)
