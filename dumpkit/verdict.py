@@ -408,6 +408,7 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
                 hit = Claim(False, [ev])
         else:
             hit = Claim(None, ["no capture-kernel log or dump given"])
+        could, did = _consistent(could, did, faults, list(texts))
         # stopped by reset
         ports = [a.bdf for a in tree.ancestors(dev.bdf) if a.bdf in reset]
         skipped = [f"{a.bdf}: {not_reset[a.bdf]}" for a in tree.ancestors(dev.bdf) if a.bdf in not_reset]
@@ -422,9 +423,11 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
                 stopped = Claim(True, [f"secondary bus reset of {', '.join(ports)}"
                                        + (", nothing from it afterwards" if faults or texts else "")])
         elif skipped:
-            stopped = Claim(False, ["port not reset: " + "; ".join(skipped)])
+            stopped = Claim(False if did.value else None, ["port not reset: " + "; ".join(skipped)])
         elif texts:
-            stopped = Claim(False, ["no reset line for its ports in the capture log"])
+            # "no" says DMA went on unstopped: only where DMA after the crash is known
+            stopped = Claim(False if did.value else None, ["no reset line for its ports in the capture log"]
+                            + ([] if did.value else ["whether it did DMA after the crash is unknown"]))
         else:
             stopped = Claim(None, ["no capture-kernel log given"])
         hit.sources = list(texts) + ([str(capture_dump.path)] if copied is not None else [])
@@ -435,6 +438,27 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
     out += _unreadable_endpoints(prog, tree, pdevs)
     return Verdicts(out, list(texts), str(capture_dump.path) if capture_dump else None,
                     sorted(reset), not_reset, errors, warnings, state.vendor, checks, matches)
+
+
+def _consistent(could: Claim, did: Claim, faults: list, logs: list[str]) -> tuple[Claim, Claim]:
+    """Claims that follow from one another, made to agree: an IOMMU fault the capture
+    kernel logged from the device is DMA it issued after the crash (observed), and a device
+    that did DMA after the crash could do DMA. Evidence that says otherwise is kept in the
+    claim it came from, marked as contradicted, never dropped."""
+    if faults and did.value is not True:
+        was = f"; its rings: {'; '.join(did.evidence)}" if did.evidence else ""
+        did = Claim(True, [f"{len(faults)} IOMMU fault(s) from it logged by the capture kernel: DMA it issued "
+                           f"after the crash (observed){was}"], sources=did.sources + logs)
+    if did.value is True and could.value is not True:
+        how = "observed: IOMMU faults in the capture kernel" if faults else "inferred from its completions"
+        said = f"; what the kernel's state said: {'; '.join(could.evidence)}" if could.evidence else ""
+        if could.value is False and not faults:
+            # inferred DMA against a definite "could not": neither wins
+            could = Claim(None, [f"contradicting evidence: it did DMA after the crash ({how}){said}"],
+                          sources=could.sources)
+        else:
+            could = Claim(True, [f"it did DMA after the crash ({how}){said}"], sources=could.sources + did.sources)
+    return could, did
 
 
 def _landed_evidence(ring, entry, mapping) -> list[str]:

@@ -194,5 +194,6 @@ def test_a_driver_without_decoder_gets_what_memory_shows(monkeypatch):
     monkeypatch.setattr(rings, "decoder_for", lambda driver: None if driver == "e1000e" else real(driver))
     v = verdicts("nocopy-fault").get(nic("nocopy-fault"))
     text = str(v.did_dma_after_crash)
-    assert v.did_dma_after_crash.value is None
+    # its faults in the capture kernel still show it did DMA after the crash (observed)
+    assert v.did_dma_after_crash.value is True and "fault" in text
     assert "no ring decoder for driver e1000e" in text and "mask" in text.lower()
