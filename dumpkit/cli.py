@@ -476,8 +476,9 @@ def cmd_verdict(args) -> int:
         _check_dump(args.capture_dump)
     _check_vmcoreinfo(args)
     with _stages("verdict", 3 if args.capture_dump else 2) as stage, _kernel_data(args.source):
-        _dump, v = _judge(args.source, args, args.capture_log, args.capture_dump, stage)
-        text = json.dumps(verdict_json(v), indent=1, default=str) if args.json else verdict_text(v)
+        dump, v = _judge(args.source, args, args.capture_log, args.capture_dump, stage)
+        text = (json.dumps(verdict_json(v, dump.sha256()), indent=1, default=str) if args.json
+                else verdict_text(v))
     _emit(text)
     return 0
 

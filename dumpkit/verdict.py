@@ -13,6 +13,7 @@ from pathlib import Path
 import drgn
 
 from dumpkit.errors import InputError
+from dumpkit.units import iec
 
 __all__ = ["Claim", "EndpointVerdict", "Verdicts", "CaptureMismatch", "judge", "RESET_LINE", "NOT_RESET_LINE"]
 
@@ -102,6 +103,8 @@ class Verdicts:
     capture_checks: dict[str, str] = field(default_factory=dict)
     # per capture log: how it was matched to this crash ({"status", "reasons", "facts"})
     capture_matches: dict[str, dict] = field(default_factory=dict)
+    # which dump was judged: path, kernel release, build-id, format
+    dump: dict = field(default_factory=dict)
 
     def get(self, bdf: str) -> EndpointVerdict | None:
         return next((v for v in self.endpoints if v.bdf == bdf), None)
@@ -226,8 +229,8 @@ def _could_dma_claim(dev, entry, mapping, bypass: bool | None, bypass_why: str, 
                               + (f" ({reason})" if reason else ""))
     elif mapping is not None and mapping.summary.get("writable_bytes"):
         least = "at least " if mapping.errors else ""
-        claim.evidence.append(f"{least}{mapping.summary['writable_bytes']} bytes writable through the IOMMU in "
-                              f"{mapping.summary['ranges']} ranges")
+        claim.evidence.append(f"{least}{iec(mapping.summary['writable_bytes'])} writable through the IOMMU in "
+                              f"{mapping.summary['ranges']} range{'s' if mapping.summary['ranges'] != 1 else ''}")
         if mapping.errors:
             claim.evidence.append(f"some of its IOMMU page tables are unreadable or damaged: {mapping.errors[0]}")
     elif mapping is not None and mapping.errors:
@@ -260,6 +263,10 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
     errors: list[str] = []
     warnings: list[str] = []
     prog = dump.prog
+    if dump.kdump().capture_kernel:
+        warnings.append("this dump is of a capture (kdump) kernel, not of the crashed kernel: the claims below "
+                        "are about the capture kernel's own devices; judge the crashed kernel's vmcore and pass "
+                        "this one as --capture-dump")
     logs = _read_logs(capture_logs)
     texts = {log.path: log.text for log in logs}
     warnings += [w for log in logs for w in log.warnings]
@@ -436,8 +443,11 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
                                    len(faults), ports, ring.phys_pages if ring else [], dev.vendor, dev.device,
                                    ring.decoder if ring else None, ring_status=ring.status if ring else None))
     out += _unreadable_endpoints(prog, tree, pdevs)
+    info = dump.info
+    ident = {"path": str(dump.path) if dump.path else dump.source, "kernel_release": info.kernel_release,
+             "build_id": info.build_id, "format": info.format}
     return Verdicts(out, list(texts), str(capture_dump.path) if capture_dump else None,
-                    sorted(reset), not_reset, errors, warnings, state.vendor, checks, matches)
+                    sorted(reset), not_reset, errors, warnings, state.vendor, checks, matches, ident)
 
 
 def _consistent(could: Claim, did: Claim, faults: list, logs: list[str]) -> tuple[Claim, Claim]:

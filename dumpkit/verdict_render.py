@@ -92,8 +92,10 @@ def _json_endpoint(e: EndpointVerdict) -> dict:
             **{f"{claim}_sources": list(getattr(e, claim).sources) for claim in CLAIMS}}
 
 
-def verdict_json(v: Verdicts) -> dict:
-    return {"endpoints": [_json_endpoint(e) for e in v.endpoints],
+def verdict_json(v: Verdicts, sha256: str | None = None) -> dict:
+    """The verdicts as JSON; ``dump`` names what was judged (with ``sha256`` when given)."""
+    return {"dump": {**v.dump, **({"sha256": sha256} if sha256 else {})},
+            "endpoints": [_json_endpoint(e) for e in v.endpoints],
             **{k: getattr(v, k) for k in ("iommu", "capture_logs", "capture_checks", "capture_matches", "capture_dump",
                                           "ports_reset", "ports_not_reset", "warnings", "errors")}}
 

@@ -12,6 +12,7 @@ import sys
 import drgn
 
 from dumpkit.iommu.model import PageTableWalk
+from dumpkit.units import iec
 
 __all__ = ["walk_tables", "implausible_leaf", "MAX_TABLES", "PAGE"]
 
@@ -31,10 +32,6 @@ def _entries(page: bytes):
     return [int.from_bytes(page[i:i + 8], "little") for i in range(0, PAGE, 8)]
 
 
-def _size(n: int) -> str:
-    return f"{n >> 30} GiB" if n >= 1 << 30 else f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB"
-
-
 def implausible_leaf(walk: PageTableWalk, level: int, i: int, iova: int, span: int, pte: int, addr: int) -> bool:
     """A large-page entry whose address is not aligned to its size has reserved bits set:
     the hardware would fault on it, and a flipped page-size bit in a table pointer looks
@@ -42,7 +39,7 @@ def implausible_leaf(walk: PageTableWalk, level: int, i: int, iova: int, span: i
     error of the walk, never a mapping."""
     if span <= PAGE or not addr & (span - 1):
         return False
-    walk.errors.append(f"level {level} entry {i} (IOVA {iova:#x}) {pte:#x}: a {_size(span)} page at {addr:#x}, "
+    walk.errors.append(f"level {level} entry {i} (IOVA {iova:#x}) {pte:#x}: a {iec(span)} page at {addr:#x}, "
                        "not aligned to its size (reserved bits set): the entry is damaged, not counted")
     return True
 
