@@ -139,3 +139,36 @@ def test_serial_console_is_judged_by_the_crashed_kernels_last_records(scenario):
         m = match_capture_log(prog, (SAMPLES / other / "console.log").read_text(errors="replace"))
         assert m.facts["console_tail"] == ("agree" if other == scenario else "disagree"), (other, m)
         assert m.status == ("consistent" if other == scenario else "mismatch")
+
+
+def _cached_first_kernel_dumps() -> dict:
+    """scenario -> (root, dump) of the newest cached stock-kernel manifest's scenarios."""
+    import json
+
+    from conftest import CACHE
+
+    out = {}
+    for m in sorted((CACHE / "samples").glob("*/manifest.json"), key=lambda p: p.stat().st_mtime):
+        for d in json.loads(m.read_text())["dumps"]:
+            if d["kind"] == "first-kernel vmcore" and (m.parent / d["scenario"] / "capture-dmesg.txt").is_file():
+                out[d["scenario"]] = (m.parent, m.parent / d["file"])
+    return out
+
+
+CACHED_DUMPS = _cached_first_kernel_dumps()
+
+
+@pytest.mark.skipif(len(CACHED_DUMPS) < 2, reason="fewer than two cached stock-kernel scenarios: run scripts/setup")
+@pytest.mark.parametrize("scenario", sorted(CACHED_DUMPS))
+def test_a_machines_other_crashes_are_told_apart(scenario):
+    """The stock-kernel scenarios are one machine crashing again and again, minutes apart,
+    often with the same reservation and the same crash image layout: the capture kernel's
+    clock reading (against CRASHTIME, corrected by the crashed kernel's own RTC reading),
+    its initrd and its PCI functions tell each crash's capture log from the others'."""
+    prog = dumpkit.open(CACHED_DUMPS[scenario][1]).prog
+    for other, (root, _dump) in CACHED_DUMPS.items():
+        m = match_capture_log(prog, (root / other / "capture-dmesg.txt").read_text(errors="replace"))
+        if other == scenario:
+            assert m.status == "consistent" and m.facts["clock"] == "agree", m
+        else:
+            assert m.status == "mismatch", (other, m)
