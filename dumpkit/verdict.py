@@ -349,7 +349,7 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
                                    "crashed kernel never processed: observed in its memory; that the device "
                                    "posted them at or after the crash is inferred (the kernel processes "
                                    "completions as they come)"])
-                did.evidence += _landed_evidence(ring, entry, m)
+                did.evidence += _landed_evidence(ring, entry, m) + _ring_states(busy)
             else:
                 did = Claim(False, ["no evidence: every ring fully processed by the crashed kernel"])
         elif ring.status == "not set up":
@@ -448,6 +448,21 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
              "build_id": info.build_id, "format": info.format}
     return Verdicts(out, list(texts), str(capture_dump.path) if capture_dump else None,
                     sorted(reset), not_reset, errors, warnings, state.vendor, checks, matches, ident)
+
+
+def _ring_states(queues) -> list[str]:
+    """How full each ring with pending completions was: a full one means the device ran out
+    of entries and stopped writing by itself (why a device can be quiet, and fault-free,
+    in the capture kernel)."""
+    out = []
+    for q in queues:
+        if q.state == "full":
+            out.append(f"{q.name} is full ({q.unprocessed} of {q.size} completed, none left to the device): "
+                       "the device stopped writing into it by itself")
+        elif q.state == "partly processed":
+            out.append(f"{q.name}: {q.unprocessed} of {q.size} completed, {q.device_free} still handed to "
+                       "the device")
+    return out
 
 
 def _consistent(could: Claim, did: Claim, faults: list, logs: list[str]) -> tuple[Claim, Claim]:

@@ -55,6 +55,19 @@ class QueueEvidence:
     device_index: int | None = None
     dma_addresses: list[int] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    # entries the driver had handed to the device and the device had not used yet (from
+    # the driver's own tail index); 0 with completions pending: the ring is full and the
+    # device stopped by itself. None where the decoder cannot tell.
+    device_free: int | None = None
+
+    @property
+    def state(self) -> str | None:
+        """"full", "partly processed", "empty" (nothing pending), or None when unknown."""
+        if self.unprocessed == 0:
+            return "empty"
+        if self.device_free is None:
+            return None
+        return "full" if self.device_free == 0 else "partly processed"
 
 
 @dataclass

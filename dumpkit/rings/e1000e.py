@@ -57,7 +57,11 @@ def decode_e1000e(prog: drgn.Program, pdev: drgn.Object) -> list[QueueEvidence]:
         addrs.append(ring.buffer_info[i].dma.value_())
         unprocessed += 1
         i = (i + 1) % count
-    return [QueueEvidence(f"{netdev.name.string_().decode()} rx", count, unprocessed, clean, i, addrs)]
+    # the driver hands descriptors up to next_to_use (its tail); those from the first one
+    # not done to there were the device's still (the tail register may lag by a refill batch)
+    free = (ring.next_to_use.value_() - i) % count if unprocessed else None
+    return [QueueEvidence(f"{netdev.name.string_().decode()} rx", count, unprocessed, clean, i, addrs,
+                          device_free=free)]
 
 
 def e1000e_buffers(prog: drgn.Program, pdev: drgn.Object) -> list[DmaBuffer]:
