@@ -355,3 +355,16 @@ def test_one_bad_byte_anywhere_in_a_fault_line_keeps_the_record(bad):
             recs = [r for r in parse_log(damaged.decode(errors="replace"), "x") if r.kind == "dma-remap"]
             assert len(recs) == 1, (pos, damaged[start:end + 1])
             assert recs[0].requester in ("02:00.0", None), (pos, recs[0].requester)
+
+
+@pytest.mark.parametrize("bad", [b"\xff", b"Z", b"\x1b"])
+def test_one_bad_byte_in_an_amd_vi_event_keeps_it(bad):
+    """An AMD-Vi event line (the kernel's own format) with one byte replaced or inserted in
+    its device id: the event is kept, its device the real one or unknown, never another."""
+    line = (b"[   12.345678] AMD-Vi: Event logged [IO_PAGE_FAULT device=0000:02:00.0 domain=0x0001 "
+            b"address=0xfffc0000 flags=0x0020]\n")
+    start = line.find(b"device=") + 7
+    for pos in range(start, start + 12):
+        for damaged in (line[:pos] + bad + line[pos + 1:], line[:pos] + bad + line[pos:]):
+            recs = [r for r in parse_log(damaged.decode(errors="replace"), "x") if r.kind.startswith("amd-vi:")]
+            assert len(recs) == 1 and recs[0].requester in ("0000:02:00.0", None), (pos, damaged)

@@ -36,18 +36,30 @@ def _devname(text: str, q: int) -> str | None:
     return None
 
 
+_NOT_IN_DEVICE = re.compile(r"[^0-9a-fA-F:.]")
+
+
+def _device_field(fields: str) -> str | None:
+    """The device= value, up to the next space: a bad byte inserted into it (an undecodable
+    byte, a stray character) is dropped when what remains is a well-formed id."""
+    if "device=" not in fields:
+        return None
+    token = fields.split("device=", 1)[1].split(" ", 1)[0]
+    clean = _NOT_IN_DEVICE.sub("", token)
+    return clean if _DEVICE.fullmatch(clean) else token
+
+
 def _event(m: re.Match, text: str) -> FaultRecord:
     fields = dict(_KV.findall(m.group("fields")))
     rec = FaultRecord(kind="amd-vi:" + m.group("event").lower(), iommu="amd-vi", raw="", reason=m.group("event"))
-    dev = fields.get("device") or _devname(text, m.start())
+    dev = _device_field(m.group("fields")) or _devname(text, m.start())
     if dev:
-        parts = dev.split(":")
-        rec.requester = dev.lower() if len(parts) == 3 else f"{int(parts[0], 16):02x}:{parts[1].lower()}"
-        if "\ufffd" in m.group(0) and not _DEVICE.fullmatch(rec.requester):
-            # an undecodable byte cut the device id short: keep the event, flag the id
-            token = m.group("fields").split("device=", 1)[-1].split(" ", 1)[0]
-            rec.requester = None
-            rec.detail.update(damaged=True, requester_unparsed=token)
+        if _DEVICE.fullmatch(dev):
+            parts = dev.split(":")
+            rec.requester = dev.lower() if len(parts) == 3 else f"{int(parts[0], 16):02x}:{parts[1].lower()}"
+        else:
+            # a bad byte in the id, not just inserted: keep the event, flag the id
+            rec.detail.update(damaged=True, requester_unparsed=dev)
     if "address" in fields:
         rec.address = int(fields["address"], 16)
     if "pasid" in fields:
