@@ -292,9 +292,9 @@ class DamagedDebugFile(DebugInfoError):
         self.why = why
 
 
-def _probe_debug_info(prog: drgn.Program, path: str | None) -> None:
+def _index_now(prog: drgn.Program) -> Exception | None:
     """drgn indexes a debug file's DWARF on the first lookup, not when it loads it: look
-    something up now, so that a damaged file is named here instead of failing later."""
+    something up now. :return: the error of a debug file it could not read, or None."""
     try:
         prog.type("struct list_head")
     except LookupError:
@@ -302,26 +302,30 @@ def _probe_debug_info(prog: drgn.Program, path: str | None) -> None:
     except Exception as e:  # noqa: BLE001 -- drgn's libelf/libdw errors are plain Exceptions
         if not _is_elf_error(e):
             raise
+        return e
+    return None
+
+
+def _probe_debug_info(prog: drgn.Program, path: str | None) -> None:
+    """A damaged kernel debug file is named here instead of failing at some later lookup."""
+    e = _index_now(prog)
+    if e is not None:
         raise DebugInfoError(f"debug file {path} is for this kernel but its debug info cannot be read ({e})",
-                             "it is damaged: copy or unpack it again") from None
+                             "it is damaged: copy or unpack it again")
 
 
 def _probe_modules(prog: drgn.Program, files: list[str]) -> None:
-    """Index the module debug files just loaded (drgn does it at the next lookup); one it
-    cannot read is named (:class:`DamagedDebugFile`)."""
-    try:
-        prog.type("struct list_head")
-    except LookupError:
-        pass
-    except Exception as e:  # noqa: BLE001 -- drgn's libelf/libdw errors are plain Exceptions
-        if not _is_elf_error(e):
-            raise
-        # drgn's message starts with the file's path; elfutils' may name none
-        path = next((f for f in files if str(e).startswith(f)), files[0] if len(files) == 1 else None)
-        if path is None:
-            raise DebugInfoError(f"a module debug file cannot be read ({e})",
-                                 "pass the module debug files one by one to find it, or unpack them again") from None
-        raise DamagedDebugFile(path, str(e).removeprefix(f"{path}: ")) from None
+    """Index the module debug files just loaded; one it cannot read is named
+    (:class:`DamagedDebugFile`)."""
+    e = _index_now(prog)
+    if e is None:
+        return
+    # drgn's message starts with the file's path; elfutils' may name none
+    path = next((f for f in files if str(e).startswith(f)), files[0] if len(files) == 1 else None)
+    if path is None:
+        raise DebugInfoError(f"a module debug file cannot be read ({e})",
+                             "pass the module debug files one by one to find it, or unpack them again")
+    raise DamagedDebugFile(path, str(e).removeprefix(f"{path}: "))
 
 
 def _damaged_kernel_file(damaged: dict[str, str], build_id: str | None) -> DebugInfoError | None:
