@@ -42,8 +42,9 @@ CLOCK_SET = re.compile(r"^\[ *(\d+\.\d+)\] [^\n]{0,80}?setting system clock to [
                        re.MULTILINE)
 # PCI enumeration: "pci 0000:02:00.0: [8086:10d3] type 00 class 0x020000"
 PCI_FUNCTION = re.compile(r"\] pci ([0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]): \[([0-9a-f]{4}):([0-9a-f]{4})\] type")
-# "[    7.657070] text", or with CONFIG_PRINTK_CALLER "[    7.657070] [  T123] text"
-PRINTK_LINE = re.compile(r"^\[ *(\d{1,10})\.(\d{6})\] (?:\[ *[TC]\d+\] )?(.+)$", re.MULTILINE)
+# "[    7.657070] text", or with the caller id (CONFIG_PRINTK_CALLER, makedumpfile 1.7.6+
+# --dump-dmesg) "[    7.657070][  T123] text" (or with a space between)
+PRINTK_LINE = re.compile(r"^\[ *(\d{1,10})\.(\d{6})\] ?(?:\[ *[TC]\d+\] )?(.+)$", re.MULTILINE)
 CRASH_LINE = re.compile(r"^\[ *(\d+\.\d+)\] (?:Kernel panic - not syncing|sysrq: Trigger a crash)", re.MULTILINE)
 # a capture kernel reads the clock this long after the crash at most: panic notifiers,
 # the 10 s CMA wait of crashkernel=,cma, and a slow boot (70 s to /init under emulation on
