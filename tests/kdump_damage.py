@@ -48,10 +48,8 @@ def page_descriptor(path: Path, phys: int) -> tuple[int, int, int, int] | None:
         return pos, offset, size, flags
 
 
-def damage_page(src: Path, dst: Path, phys: int) -> None:
-    """Copy src to dst with the page holding ``phys`` made undecompressable. A page stored
-    uncompressed gets its descriptor marked zlib-compressed as well (a flipped byte alone
-    would change its data silently instead of failing).
+def _copy_with_page(src: Path, dst: Path, phys: int) -> tuple[int, int, int, int]:
+    """Copy src to dst; the descriptor of the page holding ``phys`` (see page_descriptor).
 
     :raises ValueError: the page is not in the dump
     """
@@ -59,6 +57,17 @@ def damage_page(src: Path, dst: Path, phys: int) -> None:
     found = page_descriptor(dst, phys)
     if found is None:
         raise ValueError(f"page {phys:#x} is not in {src}")
+    return found
+
+
+def damage_page(src: Path, dst: Path, phys: int) -> None:
+    """Copy src to dst with the page holding ``phys`` made undecompressable. A page stored
+    uncompressed gets its descriptor marked zlib-compressed as well (a flipped byte alone
+    would change its data silently instead of failing).
+
+    :raises ValueError: the page is not in the dump
+    """
+    found = _copy_with_page(src, dst, phys)
     pos, offset, size, flags = found
     with open(dst, "r+b") as f:
         if not flags & DUMP_DH_COMPRESSED:
@@ -80,10 +89,7 @@ def exclude_page(src: Path, dst: Path, phys: int) -> None:
 
     :raises ValueError: the page is not in the dump
     """
-    shutil.copy(src, dst)
-    found = page_descriptor(dst, phys)
-    if found is None:
-        raise ValueError(f"page {phys:#x} is not in {src}")
+    found = _copy_with_page(src, dst, phys)
     pos = found[0]
     with open(dst, "r+b") as f:
         lay = _layout(f)
@@ -113,10 +119,7 @@ def rewrite_page(src: Path, dst: Path, phys: int, change) -> None:
     """
     import zlib
 
-    shutil.copy(src, dst)
-    found = page_descriptor(dst, phys)
-    if found is None:
-        raise ValueError(f"page {phys:#x} is not in {src}")
+    found = _copy_with_page(src, dst, phys)
     pos, offset, size, flags = found
     with open(dst, "r+b") as f:
         f.seek(offset)
