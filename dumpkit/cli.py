@@ -377,47 +377,92 @@ def cmd_info(args) -> int:
     return 0
 
 
-def _slot_matches(bdf: str, slot: str) -> bool:
-    """lspci -s: "02:00.0", "0000:02:00.0", "02:00" or "02:" select by the parts given."""
-    want = slot.lower()
-    if want.count(":") < 2:
-        want = "0000:" + want
-    domain_bus, _, devfn = want.rpartition(":")
-    have_bus, _, have_devfn = bdf.rpartition(":")
-    if have_bus != domain_bus:
-        return False
-    dev, _, fn = devfn.partition(".")
-    have_dev, _, have_fn = have_devfn.partition(".")
-    return (not dev or int(dev, 16) == int(have_dev, 16)) and (not fn or int(fn, 16) == int(have_fn, 16))
+def _pci_filter(args):
+    """lspci's one filter from every -s and -d, in the order given (a later one overrides
+    the fields it gives); None when neither was given. Exit 2 with pciutils' own message
+    for what lspci refuses."""
+    from dumpkit.pci.select import FilterError, parse_id, parse_slot
+
+    f = None
+    for flag, text in args.select or []:
+        try:
+            f = (parse_slot if flag == "-s" else parse_id)(text, f)
+        except FilterError as e:
+            fix = ("write [[[[DOMAIN]:]BUS]:][DEV][.[FUNC]] in hex, for example 02:00.0, 2:0.0, 02: or .1"
+                   if flag == "-s" else "write [VENDOR]:[DEVICE][:CLASS[:PROGIF]] in hex, for example 8086: or ::0200")
+            raise UsageError(f"{flag} {text}: {e}", fix) from None
+    return f
+
+
+class _SelectAction(argparse.Action):
+    """-s and -d append (flag, text) to one list, so that they apply in command-line order."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        flag = "-s" if option_string in ("-s", "--slot") else "-d"
+        items = list(getattr(namespace, self.dest, None) or [])
+        items.append((flag, values))
+        setattr(namespace, self.dest, items)
+
+
+def _pci_view(args) -> str:
+    """Which view ``pci`` prints: tree (-t, or no option), verbose (-v), list (lspci's one
+    line per function: -s, -d, -n or -k without -t/-v), json, csv."""
+    if args.json or args.csv:
+        return "json" if args.json else "csv"
+    if args.tree:
+        return "tree"
+    if args.verbose:
+        return "verbose"
+    if args.select or args.numeric or args.kernel:
+        return "list"
+    return "tree"
 
 
 def cmd_pci(args) -> int:
     from dumpkit.pci import collect_pci
-    from dumpkit.pci.render import detail_text, to_frame, to_json, tree_text
+    from dumpkit.pci.render import NAMES_AND_NUMBERS, detail_text, terse_text, to_frame, to_json, tree_text
 
     if args.verbose and (args.json or args.csv):
         raise UsageError("-v applies to text output", "drop --json/--csv, or -v")
-    if args.slot and (args.tree or not args.verbose):
-        raise UsageError("-s selects functions of the -v view", "add -v, or drop -s")
-    slots = [s.strip() for s in args.slot or []]
-    for slot in slots:
-        if not re.fullmatch(r"(?:[0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:(?:[0-9a-fA-F]{2}(?:\.[0-7])?)?", slot):
-            raise UsageError(f"-s {slot}: not a slot", "write [DOMAIN:]BUS:DEV.FN, for example 02:00.0")
+    if args.numeric and (args.json or args.csv):
+        raise UsageError("-n applies to text output (--json and --csv give names and numbers)",
+                         "drop -n, or --json/--csv")
+    view = _pci_view(args)
+    if args.kernel and view == "tree":
+        raise UsageError("-k applies to the list, -v, --json and --csv views, not the tree",
+                         "drop -t, or -k")
+    f = _pci_filter(args)
     _check_vmcoreinfo(args)
     with _kernel_data(args.source):
-        tree = collect_pci(_open(args).prog)
-    if args.json:
-        text = to_json(tree)
-    elif args.csv:
-        text = to_frame(tree).to_csv()
-    elif args.verbose and not args.tree:
-        bdfs = None if not slots else [d.bdf for d in tree if any(_slot_matches(d.bdf, s) for s in slots)]
-        if bdfs == []:
-            raise InputError(f"no function at {', '.join(slots)} in this dump", "dumpkit pci SOURCE lists them")
-        text = detail_text(tree, bdfs)
-    else:
-        text = tree_text(tree)
-    _emit(text)
+        dump = _open(args)
+        tree = collect_pci(dump.prog)
+        selected = [d for d in tree if f is None or f.matches(d)]
+        modules = None
+        if selected and (args.kernel or view == "verbose"):
+            from dumpkit.pci.drivers import kernel_modules
+
+            found = kernel_modules(dump.prog, selected)
+            for error in found.errors:
+                print(f"dumpkit: warning: kernel modules: {error}", file=sys.stderr)
+            modules = found.by_bdf
+    if selected:
+        from dumpkit.pci.collect import PciTree
+
+        part = PciTree(selected, pci_ids=tree.pci_ids, errors=tree.errors)
+        if view == "json":
+            text = to_json(part, modules=modules if args.kernel else None)
+        elif view == "csv":
+            text = to_frame(part, modules=modules if args.kernel else None).to_csv()
+        elif view == "verbose":
+            text = detail_text(tree, [d.bdf for d in selected], numeric=args.numeric or NAMES_AND_NUMBERS,
+                               modules=modules)
+        elif view == "list":
+            text = terse_text(tree, selected, numeric=args.numeric, kernel=args.kernel, modules=modules,
+                              domains=True if args.domains else None)
+        else:
+            text = tree_text(tree, select=None if f is None else f.matches, numeric=args.numeric)
+        _emit(text)
+    # nothing selected: no output and exit 0, as lspci
     if tree.errors:
         # what could be read is printed; the first problem is the error line
         raise AnalysisError(tree.errors[0], f"{len(tree)} functions shown")
@@ -774,16 +819,34 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--tree", "-t", action="store_true",
                      help="the tree in the shape of lspci -tv, each line's last function marked with its BDF, "
-                          "driver and DMA flags (default)")
+                          "driver and DMA flags (default without -s, -d, -n, -k)")
     fmt.add_argument("--json", action="store_true", help="JSON: every field, numbers and hex strings")
     fmt.add_argument("--csv", action="store_true", help="CSV, one row per function")
     p.add_argument("-v", "--verbose", action="count", default=0,
-                   help="one block per function like lspci -vv: ids and names, class, subsystem, struct "
+                   help="one block per function like lspci -vv -nn: ids and names, class, subsystem, struct "
                         "pci_dev address, saved Command/Status, IRQ, BARs, bridge windows, PCIe link, MSI, AER, "
-                        "kernel state, DMA at crash, driver (with --tree: the tree, which names functions anyway)")
-    p.add_argument("-s", "--slot", action="append", metavar="[DOMAIN:]BUS:DEV.FN",
-                   help="with -v: only these functions (02:00.0, 0000:02:00.0, or 05: for a whole bus); "
-                        "repeatable")
+                        "kernel state, DMA at crash, driver and modules (with --tree: the tree, which names "
+                        "functions anyway)")
+    p.add_argument("-s", "--slot", action=_SelectAction, dest="select", metavar="[[[[DOMAIN]:]BUS]:][DEV][.[FUNC]]",
+                   help="only these functions, as lspci -s (hex; empty or * = any): 02:00.0, 2:0.0, "
+                        "0000:02:00.0, 02: (a bus), 1f (a device on any bus), .1 (function 1 anywhere); "
+                        "with any view. No match: no output, exit 0. Several -s/-d refine one filter "
+                        "as with lspci (a later one sets only the fields it gives)")
+    p.add_argument("-d", "--id", action=_SelectAction, dest="select", metavar="[VENDOR]:[DEVICE][:CLASS[:PROGIF]]",
+                   help="only functions with these ids, as lspci -d (hex; empty or * = any; x in CLASS is a "
+                        "wildcard digit): 8086:10d3, 1af4:, ::0200, ::02xx")
+    p.add_argument("-n", dest="numeric", action="count", default=0,
+                   help="numeric ids instead of names (-n), or both as lspci -nn: "
+                        "'Ethernet controller [0200]: Intel Corporation 82574L ... [8086:10d3]' (-nn); "
+                        "without -t/-v: one line per function, as plain lspci")
+    p.add_argument("-k", dest="kernel", action="store_true",
+                   help="the kernel driver in use and the loaded modules whose PCI driver matches each function, "
+                        "as lspci -k (built-in drivers and modules not loaded are not known from a dump); "
+                        "without -v: one line per function with its Subsystem, driver and modules; with "
+                        "--json/--csv: a kernel_modules field")
+    p.add_argument("-D", dest="domains", action="store_true",
+                   help="always show the PCI domain in the one-line list (lspci -D; by default only when some "
+                        "function is outside domain 0000)")
 
     p = command("iommu", "IOMMU units (Intel VT-d, AMD-Vi), per-device translation entries, mappings, "
                 "in-memory event logs, and fault records (alias: dmar)", cmd_iommu, aliases=("dmar",))

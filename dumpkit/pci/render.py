@@ -16,16 +16,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from dumpkit.palette import BRIDGE, DMA_STYLES, NOT_JUDGED, RESET_RING, Style, dma_style, legend_handles
 from dumpkit.pci.collect import (AER_COR_ERRORS, AER_UNCOR_ERRORS, NOT_IN_DUMP, PciDevice, PciResource,
                                  PciTree)
 
-__all__ = ["DMA_COLOURS", "HEX_FIELDS", "TreeLayout", "TreeRow", "detail_text", "device_label", "device_text",
-           "dma_flags", "lspci_name", "plot_tree", "resources_frame", "to_frame", "to_json", "to_records",
-           "tree_figsize", "tree_label", "tree_layout", "tree_text"]
+__all__ = ["DMA_COLOURS", "HEX_FIELDS", "NAMES", "NAMES_AND_NUMBERS", "NUMBERS", "TreeLayout", "TreeRow",
+           "class_text", "detail_text", "device_label", "device_text", "dma_flags", "has_subsystem", "id_text",
+           "kernel_lines", "lspci_name", "plot_tree", "resources_frame", "show_domains", "slot_text",
+           "subsystem_text", "terse_text", "to_frame", "to_json", "to_records", "tree_figsize", "tree_label",
+           "tree_layout", "tree_text"]
 
 DMA_COLOURS = {k: v.face for k, v in DMA_STYLES.items()}   # the shared palette's fills (dumpkit.palette)
 
@@ -56,6 +58,91 @@ def lspci_name(dev: PciDevice, numbers: bool = False) -> str:
     if numbers:
         return f"{v} {d} [{ids}]" if v and d else f"{v} Device [{ids}]" if v else f"Device [{ids}]"
     return f"{v} {d}" if v and d else f"{v} Device {dev.device:04x}" if v else f"Device {ids}"
+
+
+# lspci's -n count: names only, numbers only (-n), names and numbers (-nn)
+NAMES, NUMBERS, NAMES_AND_NUMBERS = 0, 1, 2
+
+
+def id_text(dev: PciDevice, numeric: int = NAMES) -> str:
+    """Vendor and device as lspci prints them with ``numeric`` -n's: 0 names
+    (:func:`lspci_name`), 1 ``8086:10d3``, 2 or more names and ``[8086:10d3]``."""
+    if numeric == NUMBERS:
+        return f"{dev.vendor:04x}:{dev.device:04x}"
+    return lspci_name(dev, numbers=numeric >= NAMES_AND_NUMBERS)
+
+
+def class_text(dev: PciDevice, numeric: int = NAMES) -> str:
+    """The class as lspci prints it: the subclass name ("Ethernet controller"), the base
+    class's name with the number when the subclass has none ("Bridge [0680]"), "Class
+    0680" when neither is known; ``numeric`` as in :func:`id_text`."""
+    if dev.class_code is None:
+        return "Class [????]" if numeric else "Class ????"
+    cls = dev.class_code >> 8
+    if numeric == NUMBERS:
+        return f"{cls:04x}"
+    if dev.subclass_name:
+        return f"{dev.subclass_name} [{cls:04x}]" if numeric else dev.subclass_name
+    if dev.class_name:                       # the base class alone: lspci adds the number
+        return f"{dev.class_name} [{cls:04x}]"
+    return f"Class [{cls:04x}]" if numeric else f"Class {cls:04x}"
+
+
+def subsystem_text(dev: PciDevice, numeric: int = NAMES_AND_NUMBERS) -> str:
+    """The Subsystem line's text as lspci prints it; ``numeric`` as in :func:`id_text`."""
+    num = f"{dev.subsystem_vendor:04x}:{dev.subsystem_device:04x}"
+    if numeric == NUMBERS:
+        return num
+    v, d = dev.subsystem_vendor_name, dev.subsystem_name
+    if numeric >= NAMES_AND_NUMBERS:
+        return f"{v} {d} [{num}]" if v and d else f"{v} Device [{num}]" if v else f"Device [{num}]"
+    return f"{v} {d}" if v and d else f"{v} Device {dev.subsystem_device:04x}" if v else f"Device {num}"
+
+
+def has_subsystem(dev: PciDevice) -> bool:
+    """lspci prints a Subsystem line when the subsystem vendor is neither 0 nor ffff."""
+    return dev.subsystem_vendor not in (None, 0, 0xFFFF) and dev.subsystem_device is not None
+
+
+def slot_text(dev: PciDevice, domains: bool) -> str:
+    """lspci's slot name: ``02:00.0``, or ``0000:02:00.0`` with ``domains``."""
+    return dev.bdf if domains else dev.bdf[5:]
+
+
+def show_domains(tree: PciTree) -> bool:
+    """lspci shows domains when some function of the machine is outside domain 0."""
+    return any(d.domain for d in tree)
+
+
+def kernel_lines(dev: PciDevice, modules: Iterable[str] = ()) -> list[str]:
+    """``lspci -k``'s lines: the driver bound, the modules that could drive it."""
+    out = [f"\tKernel driver in use: {dev.driver}"] if dev.driver else []
+    names = list(modules)
+    if names:
+        out.append("\tKernel modules: " + ", ".join(names))
+    return out
+
+
+def terse_text(tree: PciTree, devices: Iterable[PciDevice] | None = None, *, numeric: int = NAMES,
+               kernel: bool = False, modules: Mapping[str, Iterable[str]] | None = None,
+               domains: bool | None = None) -> str:
+    """One line per function as plain ``lspci`` prints it (``02:00.0 Ethernet controller:
+    Intel Corporation 82574L Gigabit Network Connection``), names and numbers by
+    ``numeric`` (-n, -nn). With ``kernel`` (-k) the Subsystem line and the driver and
+    module lines follow each function. ``devices`` (default: all) are the selected
+    functions; ``domains`` (default: as lspci, when any function is outside domain 0)
+    puts the domain in the slot."""
+    domains = show_domains(tree) if domains is None else domains
+    lines = []
+    for dev in tree if devices is None else devices:
+        rev = f" (rev {dev.revision:02x})" if dev.revision else ""
+        lines.append(f"{slot_text(dev, domains)} {class_text(dev, numeric)}: {id_text(dev, numeric)}{rev}")
+        if kernel:
+            if has_subsystem(dev):
+                lines.append(f"\tSubsystem: {subsystem_text(dev, numeric)}")
+            lines += kernel_lines(dev, (modules or {}).get(dev.bdf, ()))
+    lines += [f"!! {err}" for err in tree.errors]
+    return "\n".join(lines)
 
 
 def dma_flags(dev: PciDevice) -> str:
@@ -95,14 +182,19 @@ def _bus_range(dev: PciDevice) -> str:
     return f"-[{sec:02x}-{sub:02x}]-"
 
 
-def tree_text(tree: PciTree, *, names: bool = True, marks: bool = True) -> str:
+def tree_text(tree: PciTree, *, names: bool = True, marks: bool = True,
+              select: Callable[[PciDevice], bool] | None = None, numeric: int = NAMES) -> str:
     """The tree in the shape of ``lspci -tv``: root buses as ``-[dddd:bb]-``, bridges with
     their bus range ``-[ss-uu]-``, ``+-``/``\\-`` branches and ``|`` continuations, dev.fn
     per function, the vendor and device name after each leaf (``names``).
 
     With ``marks`` (the default) the function that ends a line is followed by
     ``[<full BDF> <driver>]`` and its DMA flags in ``<...>`` (``<DMA BM>``: could DMA at
-    crash, Bus Master on). ``marks=False, names=True`` is plain ``lspci -tv``.
+    crash, Bus Master on). ``marks=False, names=True`` is plain ``lspci -tv``;
+    ``numeric`` gives the ids instead of the names (-n) or both (-nn), as :func:`id_text`.
+
+    With ``select`` (``lspci -t -s/-d``) only the functions it selects are drawn, with the
+    bridges above them and everything below them; nothing at all when it selects none.
     Functions that could not be read are listed as ``!!`` lines at the end.
     """
     lines: list[str] = []
@@ -123,37 +215,55 @@ def tree_text(tree: PciTree, *, names: bool = True, marks: bool = True) -> str:
         lines.append(line)
         buf[:] = ["|" if c in "+|" else " " for c in buf[:pos]]
 
-    def show_dev(dev: PciDevice, pos: int) -> None:
+    shown: dict[str, bool] = {}
+
+    def wanted(dev: PciDevice, filt: Callable[[PciDevice], bool] | None) -> bool:
+        """lspci's check_dev_filter: selected, or a bridge with a selected function below."""
+        if filt is None:
+            return True
+        if dev.bdf not in shown:
+            shown[dev.bdf] = filt(dev) or (dev.is_bridge and any(wanted(k, filt) for k in tree.children(dev.bdf)))
+        return shown[dev.bdf]
+
+    def show_dev(dev: PciDevice, pos: int, filt: Callable[[PciDevice], bool] | None) -> None:
         pos = write(pos, f"{dev.slot:02x}.{dev.function:x}")
+        if filt is not None and filt(dev):
+            filt = None                    # below a selected function everything is shown
         if dev.is_bridge:
             pos = write(pos, _bus_range(dev))
             pos = write(pos, "-")
-            show_bus(tree.children(dev.bdf), pos, dev)
+            show_bus(tree.children(dev.bdf), pos, dev, filt)
             return
-        print_it(pos, dev, f"  {lspci_name(dev)}" if names else "")
+        print_it(pos, dev, f"  {id_text(dev, numeric)}" if names else "")
 
-    def show_bus(devs: list[PciDevice], pos: int, bridge: PciDevice | None) -> None:
+    def show_bus(devs: list[PciDevice], pos: int, bridge: PciDevice | None,
+                 filt: Callable[[PciDevice], bool] | None) -> None:
+        devs = [d for d in devs if wanted(d, filt)]
         if not devs:
             print_it(pos, bridge)
         elif len(devs) == 1:
-            show_dev(devs[0], write(pos, "--"))
+            show_dev(devs[0], write(pos, "--"), filt)
         else:
             for i, dev in enumerate(devs):
                 write(pos, "\\-" if i == len(devs) - 1 else "+-")
-                show_dev(dev, pos + 2)
+                show_dev(dev, pos + 2, filt)
 
     roots = tree.root_buses()
+    if select is not None:
+        roots = {k: v for k, v in roots.items() if any(wanted(d, select) for d in v)}
+        if not roots:
+            return "\n".join(f"!! {err}" for err in tree.errors)
     # pciutils lists the host bridge's buses newest first: 0000:00 was made first
-    keys = [(0, 0)] + [k for k in roots if k != (0, 0)]
+    keys = ([(0, 0)] if (0, 0) in roots or select is None else []) + [k for k in roots if k != (0, 0)]
     keys.reverse()
     pos = write(0, "-")
     if len(keys) == 1:
         domain, bus = keys[0]
-        show_bus(roots.get(keys[0], []), write(pos, f"[{domain:04x}:{bus:02x}]-"), None)
+        show_bus(roots.get(keys[0], []), write(pos, f"[{domain:04x}:{bus:02x}]-"), None, select)
     else:
         for i, (domain, bus) in enumerate(keys):
             lead = "\\-" if i == len(keys) - 1 else "+-"
-            show_bus(roots.get((domain, bus), []), write(pos, f"{lead}[{domain:04x}:{bus:02x}]-"), None)
+            show_bus(roots.get((domain, bus), []), write(pos, f"{lead}[{domain:04x}:{bus:02x}]-"), None, select)
     lines += [f"!! {err}" for err in tree.errors]
     return "\n".join(lines)
 
@@ -207,20 +317,6 @@ def _window(res: PciResource) -> str:
     label = "Prefetchable memory" if res.prefetchable else "Memory"
     return f"{label} behind bridge: {res.start:08x}-{res.end:08x}{_size(res.size)}" + \
         (" [64-bit]" if res.is_64bit else "")
-
-
-def _class_text(dev: PciDevice) -> str:
-    if dev.class_code is None:
-        return "Class [????]"
-    cls = dev.class_code >> 8
-    name = dev.subclass_name or dev.class_name or "Class"   # without a subclass, class_name is the base class
-    return f"{name} [{cls:04x}]"
-
-
-def _subsystem_text(dev: PciDevice) -> str:
-    num = f"{dev.subsystem_vendor:04x}:{dev.subsystem_device:04x}"
-    v, d = dev.subsystem_vendor_name, dev.subsystem_name
-    return f"{v} {d} [{num}]" if v and d else f"{v} Device [{num}]" if v else f"Device [{num}]"
 
 
 def _speed_short(speed: str | None) -> str:
@@ -290,17 +386,20 @@ def _aer_lines(dev: PciDevice) -> list[str]:
     return out
 
 
-def device_text(dev: PciDevice) -> str:
+def device_text(dev: PciDevice, *, numeric: int = NAMES_AND_NUMBERS, modules: Iterable[str] = ()) -> str:
     """One function as an ``lspci -vv``-like block, from what the dump holds. Register
-    lines marked "(saved)" are the copy the last pci_save_state() took."""
+    lines marked "(saved)" are the copy the last pci_save_state() took. Ids come with
+    their names (``numeric`` 2, as ``lspci -vv -nn``; 1: numbers only, as ``-n``); the
+    block ends as lspci's with the driver in use and ``modules`` (see
+    :mod:`dumpkit.pci.drivers`)."""
     rev = f" (rev {dev.revision:02x})" if dev.revision else ""
     prog_if = ""
     if dev.class_code is not None and (dev.class_code & 0xFF or dev.prog_if_name):
         prog_if = f" (prog-if {dev.class_code & 0xFF:02x}"
         prog_if += f" [{dev.prog_if_name}])" if dev.prog_if_name else ")"
-    out = [f"{dev.bdf} {_class_text(dev)}: {lspci_name(dev, numbers=True)}{rev}{prog_if}"]
-    if dev.subsystem_vendor not in (None, 0, 0xFFFF):
-        out.append(f"\tSubsystem: {_subsystem_text(dev)}")
+    out = [f"{dev.bdf} {class_text(dev, numeric)}: {id_text(dev, numeric)}{rev}{prog_if}"]
+    if has_subsystem(dev):
+        out.append(f"\tSubsystem: {subsystem_text(dev, numeric)}")
     if dev.pdev_address is not None:
         out.append(f"\tstruct pci_dev: {dev.pdev_address:#x}")
     if dev.saved_config is not None:
@@ -342,18 +441,20 @@ def device_text(dev: PciDevice) -> str:
     if not dev.is_bridge:
         verdict = {True: "yes", False: "no", None: "unknown"}[dev.could_dma]
         out.append(f"\tDMA at crash: {verdict} ({dev.could_dma_reason})")
-    if dev.driver:
-        out.append(f"\tKernel driver in use: {dev.driver}")
     for key, why in dev.unknown.items():
         out.append(f"\tUnknown {key}: {why}")
+    out += kernel_lines(dev, modules)
     return "\n".join(out)
 
 
-def detail_text(tree: PciTree, bdfs: Iterable[str] | None = None) -> str:
+def detail_text(tree: PciTree, bdfs: Iterable[str] | None = None, *, numeric: int = NAMES_AND_NUMBERS,
+                modules: Mapping[str, Iterable[str]] | None = None) -> str:
     """``lspci -vv``-like blocks for every function (or those in ``bdfs``), separated by a
-    blank line, and a closing note on what a dump cannot show (NOT_IN_DUMP)."""
+    blank line, and a closing note on what a dump cannot show (NOT_IN_DUMP); ``numeric``
+    and ``modules`` (by BDF) as in :func:`device_text`."""
     wanted = None if bdfs is None else set(bdfs)
-    blocks = [device_text(d) for d in tree if wanted is None or d.bdf in wanted]
+    blocks = [device_text(d, numeric=numeric, modules=(modules or {}).get(d.bdf, ()))
+              for d in tree if wanted is None or d.bdf in wanted]
     blocks += [f"!! {err}" for err in tree.errors]
     blocks.append("Not in a dump (config space is not memory):\n"
                   + "\n".join(f"\t{k}: {v}" for k, v in NOT_IN_DUMP.items()))
@@ -366,13 +467,17 @@ def _hex(value: int | None, digits: int) -> str | None:
     return None if value is None else f"0x{value:0{digits}x}"
 
 
-def to_records(tree: PciTree, hex_fields: bool = False) -> list[dict]:
+def to_records(tree: PciTree, hex_fields: bool = False,
+               modules: Mapping[str, Iterable[str]] | None = None) -> list[dict]:
     """One plain dict per function (``unknown`` kept as a dict, ``resources`` as a list of
     dicts). With ``hex_fields`` every id and register also gets a ``<name>_hex`` string
-    beside its number (resources: start_hex, end_hex, size_hex, flags_hex)."""
+    beside its number (resources: start_hex, end_hex, size_hex, flags_hex). With
+    ``modules`` (by BDF, ``lspci -k``) each record also gets ``kernel_modules``, a list."""
     out = []
     for dev in tree:
         rec = dataclasses.asdict(dev)
+        if modules is not None:
+            rec["kernel_modules"] = list(modules.get(dev.bdf, ()))
         if hex_fields:
             with_hex: dict = {}
             for key, value in rec.items():
@@ -393,10 +498,11 @@ def to_records(tree: PciTree, hex_fields: bool = False) -> list[dict]:
     return out
 
 
-def to_json(tree: PciTree, **extra) -> str:
+def to_json(tree: PciTree, modules: Mapping[str, Iterable[str]] | None = None, **extra) -> str:
     """JSON text: ``{"devices": [...], "pci_ids": path, "errors": [...], "not_in_dump": {...},
-    **extra}``; numbers stay numbers, ids and registers also come as hex strings."""
-    return json.dumps({"devices": to_records(tree, hex_fields=True), "pci_ids": tree.pci_ids,
+    **extra}``; numbers stay numbers, ids and registers also come as hex strings; with
+    ``modules`` every device has ``kernel_modules`` (see :func:`to_records`)."""
+    return json.dumps({"devices": to_records(tree, hex_fields=True, modules=modules), "pci_ids": tree.pci_ids,
                        "errors": tree.errors, "not_in_dump": NOT_IN_DUMP, **extra},
                       indent=1, default=str)
 
@@ -408,14 +514,17 @@ def _resource_summary(res: dict) -> str:
     return f"{res['name']} {res['type']} {res['start']:#x}-{res['end']:#x} ({res['size']}{extra}{pref})"
 
 
-def to_frame(tree: PciTree):
+def to_frame(tree: PciTree, modules: Mapping[str, Iterable[str]] | None = None):
     """A pandas DataFrame, one row per function, indexed by bdf, names never cut; hex
     strings beside ids and registers; ``unknown``, ``resources``, ``aer_errors`` and the
-    saved registers become "a: b; ..." string columns."""
+    saved registers become "a: b; ..." string columns; with ``modules`` a
+    ``kernel_modules`` column ("a,b")."""
     import pandas as pd
 
     rows = []
-    for rec in to_records(tree, hex_fields=True):
+    for rec in to_records(tree, hex_fields=True, modules=modules):
+        if "kernel_modules" in rec:
+            rec["kernel_modules"] = ",".join(rec["kernel_modules"])
         rec["unknown"] = "; ".join(f"{k}: {v}" for k, v in rec["unknown"].items())
         rec["reset_methods"] = None if rec["reset_methods"] is None else ",".join(rec["reset_methods"])
         rec["resources"] = "; ".join(_resource_summary(r) for r in rec["resources"])
