@@ -1,7 +1,8 @@
 """Reports: a notebook shipped in the package, run on one dump (or a before/after pair) with
-papermill and exported to HTML whose first block records provenance: every input dump and
-capture log with its sha256, the debug files with their build-ids, dumpkit and drgn
-versions, the parameters and the date.
+papermill and exported to HTML as a person would write it: the conclusion first, then the
+pictures and tables that back it, the details, and last the provenance (every input dump
+and capture log with its sha256, the debug files with their build-ids, dumpkit and drgn
+versions, the parameters and the date). The notebook's code is left out unless asked for.
 
 The notebooks live in ``dumpkit/notebooks/`` (package data), so a wheel install renders
 reports too; :func:`copy_notebooks` copies them out for JupyterLab. Helpers the notebooks
@@ -406,8 +407,10 @@ def render_report(source: PathLike, output: PathLike, notebook: str | None = Non
                   capture_log: PathLike | Sequence[PathLike] | None = None,
                   debuginfo: PathLike | Sequence[PathLike] | None = None,
                   after: PathLike | None = None,
-                  after_capture_log: PathLike | Sequence[PathLike] | None = None, progress: bool = False) -> str:
-    """Run a shipped notebook on a dump and write it as HTML with its provenance first.
+                  after_capture_log: PathLike | Sequence[PathLike] | None = None, progress: bool = False,
+                  show_code: bool = False) -> str:
+    """Run a shipped notebook on a dump and write it as HTML: its outputs (the conclusion
+    first) and, last, its provenance.
 
     Without ``after`` the single-dump notebook (:data:`SINGLE_DUMP`) reports ``source``
     alone; with ``after`` the before/after notebook (:data:`BEFORE_AFTER`) compares the
@@ -422,6 +425,8 @@ def render_report(source: PathLike, output: PathLike, notebook: str | None = Non
     :param after: a second dump, the "after" side of a comparison
     :param after_capture_log: as ``capture_log``, for ``after``
     :param progress: show papermill's progress bar over the notebook's cells on stderr
+    :param show_code: include the notebook's code cells (default: outputs and text only,
+        as ``jupyter nbconvert --no-input``)
     :return: the output path
     :raises DumpkitError: with the class (exit code) of what failed
     """
@@ -470,15 +475,32 @@ def render_report(source: PathLike, output: PathLike, notebook: str | None = Non
     prov = _provenance_finish(prov, pending)
     # the notebook's own default parameters are not this report's: papermill's injected cell says what ran
     nb.cells = [c for c in nb.cells if "parameters" not in c.get("metadata", {}).get("tags", [])]
-    nb.cells.insert(0, nbformat.v4.new_markdown_cell(provenance_markdown(prov)))
+    nb.cells.append(nbformat.v4.new_markdown_cell(provenance_markdown(prov)))   # last: the reader wants the answer
     nb.metadata["title"] = f"dumpkit report: {nb_name}"
     for i, cell in enumerate(nb.cells):   # fixed ids: rendering twice gives the same HTML but the date
         cell.id = f"cell-{i}"
     templates = _nbconvert_templates()
-    html, _ = HTMLExporter(exclude_input_prompt=True, exclude_output_prompt=True,
+    html, _ = HTMLExporter(exclude_input_prompt=True, exclude_output_prompt=True, exclude_input=not show_code,
                            extra_template_basedirs=templates, extra_template_paths=templates).from_notebook_node(nb)
-    _write_whole(Path(output), html)
+    _write_whole(Path(output), _readable(html))
     return str(output)
+
+
+REPORT_CSS = """<style>
+/* dumpkit report: nothing wider than the page (pictures scale down, tables wrap) */
+body { max-width: 100%; overflow-wrap: anywhere; }
+.jp-RenderedImage img, .jp-OutputArea-output img { max-width: 100%; height: auto; }
+.jp-RenderedHTMLCommon table { table-layout: auto; max-width: 100%; }
+.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: normal; overflow-wrap: anywhere; }
+.jp-OutputArea-output pre { white-space: pre-wrap; overflow-wrap: anywhere; }
+</style>
+"""
+
+
+def _readable(html: str) -> str:
+    """The exported page with :data:`REPORT_CSS` at the end of its head."""
+    head = html.find("</head>")
+    return html if head < 0 else html[:head] + REPORT_CSS + html[head:]
 
 
 def _write_whole(output: Path, text: str) -> None:
