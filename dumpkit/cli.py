@@ -230,8 +230,23 @@ def _writing(where: str):
                           "free space on that disk or write elsewhere") from None
 
 
+@contextlib.contextmanager
+def _writing_stdout():
+    """:func:`_writing` for standard output. When writing fails (a full disk, an I/O
+    error) the bytes Python's buffered stdout still holds would be flushed again at
+    interpreter exit, fail again, print "Exception ignored ..." and turn the exit code
+    into 120; so stdout is pointed at /dev/null first, and the error stays the one line
+    and exit 8. (Unbuffered stdout, PYTHONUNBUFFERED=1, keeps nothing and never showed it.)"""
+    try:
+        with _writing("standard output"):
+            yield
+    except OutputError:
+        _quiet_stdout()
+        raise
+
+
 def _emit(text: str) -> None:
-    with _writing("standard output"):
+    with _writing_stdout():
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         sys.stdout.flush()
 
@@ -939,13 +954,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_stdout() -> None:
-    """After a closed pipe: point stdout at /dev/null so the interpreter's flush at exit
-    does not report the pipe again (Python docs, "Note on SIGPIPE")."""
+    """After a closed pipe or a failed write: point stdout at /dev/null so the
+    interpreter's flush at exit does not report the pipe or the full disk again (Python
+    docs, "Note on SIGPIPE"); that failure would make the exit code 120."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, io.UnsupportedOperation):
         pass
+
+
+def _settle_stdout() -> None:
+    """Before an error exit: flush what stdout still holds; if that fails too (the error
+    may be that very disk), drop it (:func:`_quiet_stdout`) so that the interpreter's own
+    flush at exit cannot fail and change the exit code to 120."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        _quiet_stdout()
 
 
 def _error(text: str) -> None:
@@ -959,7 +985,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         _merge_globals(parser, args)
         code = args.func(args)
-        with _writing("standard output"):
+        with _writing_stdout():
             sys.stdout.flush()
         return code
     except BrokenPipeError:
@@ -967,9 +993,11 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_stdout()
         return 0
     except KeyboardInterrupt:
+        _settle_stdout()
         _error("interrupted")
         return Interrupted.exit_code
     except DumpkitError as e:
+        _settle_stdout()
         _error(str(e))
         return e.exit_code
 
