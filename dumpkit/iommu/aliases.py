@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import drgn
 
+from dumpkit.kernel import device_name, has_member
 from dumpkit.target.walk import pci_devices
 
 __all__ = ["DmaAlias", "dma_aliases", "devices_for_requester"]
@@ -48,7 +49,8 @@ def _aliases_of(prog: drgn.Program, name: str, pdev: drgn.Object, flags: tuple[i
     bus = pdev.bus
     segment = name and int(name[:4], 16)
     out = [DmaAlias(name, name, "its own requester id")]
-    if pdev.type_.type.has_member("dma_alias_mask") and pdev.dma_alias_mask:
+    # one dma_alias_devfn until v4.6 made it a bitmap of 256 devfns (dma_alias_mask)
+    if has_member(prog, "struct pci_dev", "dma_alias_mask") and pdev.dma_alias_mask:
         mask = prog.read(pdev.dma_alias_mask.value_(), 256 // 8)
         for devfn in range(256):
             if mask[devfn // 8] >> (devfn % 8) & 1:
@@ -63,7 +65,7 @@ def _aliases_of(prog: drgn.Program, name: str, pdev: drgn.Object, flags: tuple[i
         bus = bus.parent
         if not bridge:
             continue                  # a virtual bus
-        bname = bridge.dev.kobj.name.string_().decode(errors="replace")
+        bname = device_name(bridge.dev)
         if bridge.dev_flags.value_() & xlate_root:
             break
         if bridge.pcie_cap.value_():

@@ -10,6 +10,7 @@ import drgn
 
 from dumpkit.iommu import amd, vtd
 from dumpkit.iommu.model import DeviceMappings, IommuEvent, TranslationEntry, Unit, lookup
+from dumpkit.kernel import device_iommu_group
 
 __all__ = ["IommuState", "collect_iommu", "BACKENDS"]
 
@@ -103,7 +104,7 @@ def _fill_domain_types(prog: drgn.Program, entries: list[TranslationEntry]) -> N
         if e is None:
             continue
         try:
-            group = pdev.dev.iommu_group
+            group = device_iommu_group(pdev.dev)
             if group and group.domain:
                 t = group.domain.type.value_()
                 e.domain_type = DOMAIN_TYPES.get(t, f"type {t:#x}")

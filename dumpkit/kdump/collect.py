@@ -6,6 +6,16 @@ from dataclasses import dataclass, field
 
 import drgn
 
+from dumpkit.kernel.kexec import (
+    crash_image,
+    crash_resource,
+    crashk_cma_ranges,
+    kimage_cmdline_kept,
+    kimage_elf_load_addr,
+    kimage_file_mode,
+    kimage_segments,
+)
+
 __all__ = ["KdumpState", "collect_kdump"]
 
 ELFCORE_ADDR_MAX = (1 << 64) - 1   # not a kdump kernel
@@ -64,28 +74,18 @@ class KdumpState:
 
 def _crash_image(prog: drgn.Program, state: KdumpState) -> None:
     try:
-        image = prog["kexec_crash_image"]
+        image = crash_image(prog)
     except KeyError:
         state.unknown["crash_kernel_loaded"] = "kernel built without CONFIG_KEXEC_CORE"
         return
-    state.crash_kernel_loaded = bool(image.read_())
-    if not state.crash_kernel_loaded:
+    state.crash_kernel_loaded = image is not None
+    if image is None:
         state.unknown["crash_kernel_cmdline"] = "no capture kernel loaded"
         return
-    if image.type_.type.has_member("file_mode"):
-        state.crash_kernel_file_mode = bool(image.file_mode)
-    else:
-        # file_mode came with kexec_file_load itself (cb1052581e2b, 3.17): without it there
-        # is only kexec_load
-        state.crash_kernel_file_mode = False
-    n = min(image.nr_segments.value_(), len(image.segment))
-    state.crash_kernel_segments = tuple(
-        (image.segment[i].mem.value_(), image.segment[i].memsz.value_()) for i in range(n))
-    # elf_load_addr exists whenever CONFIG_KEXEC_FILE is on, but only kexec_file_load sets
-    # it: a capture kernel loaded with kexec_load (kexec -p without -s) leaves it 0
-    if image.type_.type.has_member("elf_load_addr") and image.elf_load_addr.value_():
-        state.crash_kernel_elf_load_addr = image.elf_load_addr.value_()
-    if not image.type_.type.has_member("cmdline_buf"):
+    state.crash_kernel_file_mode = kimage_file_mode(image)
+    state.crash_kernel_segments = kimage_segments(image)
+    state.crash_kernel_elf_load_addr = kimage_elf_load_addr(image)
+    if not kimage_cmdline_kept(image):
         state.unknown["crash_kernel_cmdline"] = "kernel built without CONFIG_KEXEC_FILE"
     elif image.cmdline_buf and image.cmdline_buf_len:
         raw = prog.read(image.cmdline_buf.value_(), image.cmdline_buf_len.value_())
@@ -126,25 +126,11 @@ def _collect(prog: drgn.Program) -> KdumpState:
     rd = attempt("reset_devices", lambda: prog["reset_devices"].value_())
     state.reset_devices = None if rd is None else bool(rd)
     state.command_line = attempt("command_line", lambda: prog["saved_command_line"].string_().decode())
-    state.crash_kernel_reserved = attempt("crash_kernel_reserved", lambda: _resource(prog, "crashk_res"))
-    state.crash_kernel_low = _optional(state, "crash_kernel_low", lambda: _resource(prog, "crashk_low_res"))
-    state.crash_kernel_cma = _optional(state, "crash_kernel_cma", lambda: _cma_ranges(prog)) or ()
+    state.crash_kernel_reserved = attempt("crash_kernel_reserved", lambda: crash_resource(prog, "crashk_res"))
+    state.crash_kernel_low = _optional(state, "crash_kernel_low", lambda: crash_resource(prog, "crashk_low_res"))
+    state.crash_kernel_cma = _optional(state, "crash_kernel_cma", lambda: crashk_cma_ranges(prog)) or ()
     attempt("crash_kernel_loaded", lambda: _crash_image(prog, state))
     return state
-
-
-def _resource(prog: drgn.Program, name: str) -> tuple[int, int] | None:
-    """A ``struct resource`` global as (start, end), None when empty."""
-    res = prog[name]
-    start, end = res.start.value_(), res.end.value_()
-    return (start, end) if end > start else None
-
-
-def _cma_ranges(prog: drgn.Program) -> tuple[tuple[int, int], ...]:
-    """crashkernel=X,cma ranges (``crashk_cma_ranges``, inclusive ends; new in 6.17)."""
-    ranges = prog["crashk_cma_ranges"]
-    count = min(max(prog["crashk_cma_cnt"].value_(), 0), len(ranges))
-    return tuple((ranges[i].start.value_(), ranges[i].end.value_()) for i in range(count))
 
 
 def _optional(state: KdumpState, name: str, fn):

@@ -33,6 +33,7 @@ from drgn.helpers.linux.list import hlist_for_each_entry
 from drgn.helpers.linux.pci import for_each_pci_dev
 
 from dumpkit.errors import AnalysisError
+from dumpkit.kernel import iommu_group_id, pci_driver_name
 from dumpkit.pci.ids import PciIds, load_pci_ids
 
 __all__ = ["AER_COR_ERRORS", "AER_UNCOR_ERRORS", "ERROR_STATES", "NOT_IN_DUMP", "PCIE_PORT_TYPES",
@@ -404,15 +405,11 @@ def _reset_methods(pdev: drgn.Object, layout: PciLayout) -> tuple[str, ...]:
 
 
 def _driver_name(pdev: drgn.Object, layout: PciLayout) -> str | None:
-    drv = pdev.driver if layout.has("driver") else pdev.dev.driver
-    if not drv:
-        return None
-    return drv.name.string_().decode()
+    return pci_driver_name(pdev)
 
 
 def _iommu_group(pdev: drgn.Object) -> int | None:
-    group = pdev.dev.iommu_group
-    return group.id.value_() if group else None
+    return iommu_group_id(pdev.dev)
 
 
 def _resources(pdev: drgn.Object, layout: PciLayout, is_bridge: bool) -> list[PciResource]:

@@ -11,6 +11,7 @@ import sys
 
 import drgn
 
+from dumpkit.kernel import device_driver_name, device_name
 from dumpkit.rings import ahci, e1000, e1000e, megaraid_sas, nvme, pvscsi, virtio, vmxnet3, xhci
 from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder, RingEvidence, read_trail
 from dumpkit.target.debuginfo import module_debug_status
@@ -55,8 +56,7 @@ def decoder_for(driver: str | None) -> RingDecoder | None:
 
 
 def _driver(pdev: drgn.Object) -> str | None:
-    drv = pdev.dev.driver
-    return drv.name.string_().decode() if drv else None
+    return device_driver_name(pdev.dev)
 
 
 def _missing_module(prog: drgn.Program, decoder: RingDecoder) -> str | None:
@@ -113,7 +113,7 @@ def ring_evidence(prog: drgn.Program, pdev: drgn.Object, translate=None) -> Ring
     """
     from dumpkit.target.walk import describe_fault
 
-    name = pdev.dev.kobj.name.string_().decode()
+    name = device_name(pdev.dev)
     try:
         driver = _driver(pdev)
     except drgn.FaultError as e:

@@ -27,6 +27,7 @@ import struct
 
 import drgn
 
+from dumpkit.kernel import driver_data, has_member
 from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder, reads
 from dumpkit.rings.generic import sg_dma_addresses
 
@@ -47,7 +48,7 @@ MAX_PORTS = 32
 def ahci_ports(prog: drgn.Program, pdev: drgn.Object) -> list[tuple[drgn.Object, drgn.Object]]:
     """(ata_port *, ahci_port_priv *) of every started port (the ata_host is the PCI
     function's driver data)."""
-    host = drgn.cast("struct ata_host *", pdev.dev.driver_data)
+    host = driver_data(pdev.dev, "struct ata_host *")
     if not host:
         return []
     reads("struct ata_host", host)
@@ -71,7 +72,7 @@ def ahci_ports(prog: drgn.Program, pdev: drgn.Object) -> list[tuple[drgn.Object,
 
 def _hw_tag(qc: drgn.Object, tag: int) -> int:
     # 6.1 keeps the tag sent to the device apart (the internal command uses slot 0)
-    if qc.type_.has_member("hw_tag"):
+    if has_member(qc.prog_, "struct ata_queued_cmd", "hw_tag"):
         return qc.hw_tag.value_()
     return 0 if tag == ATA_MAX_QUEUE else tag
 

@@ -11,6 +11,7 @@ import struct
 
 import drgn
 
+from dumpkit.kernel import driver_data
 from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder, reads
 
 __all__ = ["decode_e1000", "e1000_adapter", "e1000_buffers", "DECODER"]
@@ -43,7 +44,7 @@ def e1000_adapter(prog: drgn.Program, pdev: drgn.Object) -> tuple[drgn.Object, d
     """(net_device *, e1000_adapter *) of an e1000 function, or None before probe."""
     from drgn.helpers.linux.net import netdev_priv
 
-    netdev = drgn.cast("struct net_device *", pdev.dev.driver_data)
+    netdev = driver_data(pdev.dev, "struct net_device *")
     if not netdev:
         return None
     reads("struct net_device", netdev)

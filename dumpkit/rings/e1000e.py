@@ -6,6 +6,7 @@ import struct
 
 import drgn
 
+from dumpkit.kernel import driver_data
 from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder, reads
 
 __all__ = ["decode_e1000e", "e1000e_adapter", "e1000e_buffers", "DECODER"]
@@ -20,7 +21,7 @@ def e1000e_adapter(prog: drgn.Program, pdev: drgn.Object) -> tuple[drgn.Object, 
     e1000 and e1000e both define ``struct e1000_adapter``: take e1000e's by its header."""
     from drgn.helpers.linux.net import netdev_priv
 
-    netdev = drgn.cast("struct net_device *", pdev.dev.driver_data)
+    netdev = driver_data(pdev.dev, "struct net_device *")
     if not netdev:
         return None
     reads("struct net_device", netdev)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 
 import drgn
 
+from dumpkit.kernel import device_driver_name, has_member
 from dumpkit.rings.base import reads
 
 __all__ = ["generic_evidence", "managed_coherent", "scsi_data_dma", "sg_dma_addresses"]
@@ -71,8 +72,7 @@ def generic_evidence(prog: drgn.Program, pdev: drgn.Object, mappings: Mappings =
     """
     from dumpkit.rings import decoder_for  # the registry imports the decoders, which import this module
 
-    drv = pdev.dev.driver
-    driver = drv.name.string_().decode() if drv else None
+    driver = device_driver_name(pdev.dev)
     decoder = decoder_for(driver) if driver else None
     parts = [("no driver bound" if not driver else f"no ring decoder for driver {driver}" if decoder is None
               else f"driver {driver} (ring decoder {decoder.name} {decoder.version}; this summary is what any "
@@ -123,7 +123,7 @@ def sg_dma_addresses(sgl: drgn.Object, nents: int, limit: int = MAX_SG, what: st
     :param what: whose scatterlist it is, for the record of objects read ("ata1 tag 3")
     """
     out: list[int] = []
-    has_len = sgl.type_.type.has_member("dma_length")
+    has_len = has_member(sgl.prog_, "struct scatterlist", "dma_length")
     sg, seen = sgl, 0
     total = min(nents, limit)
     entry_size = drgn.sizeof(sgl.type_.type)
@@ -152,8 +152,7 @@ def scsi_data_dma(scmd: drgn.Object) -> list[int]:
     if not scmd:
         return []
     reads("struct scsi_cmnd", scmd)
-    t = scmd.type_.type
-    if t.has_member("sdb"):
+    if has_member(scmd.prog_, "struct scsi_cmnd", "sdb"):
         table = scmd.sdb.table
     else:
         return []

@@ -18,6 +18,7 @@ import struct
 
 import drgn
 
+from dumpkit.kernel import driver_data, has_member
 from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder, reads
 from dumpkit.rings.generic import scsi_data_dma
 
@@ -31,19 +32,19 @@ MAX_DEPTH = 1 << 16
 
 
 def megasas_instance(prog: drgn.Program, pdev: drgn.Object) -> drgn.Object | None:
-    inst = drgn.cast("struct megasas_instance *", pdev.dev.driver_data)
+    inst = driver_data(pdev.dev, "struct megasas_instance *")
     return inst if inst else None
 
 
 def _is_fusion(inst: drgn.Object) -> bool:
-    if inst.type_.type.has_member("adapter_type"):
+    if has_member(inst.prog_, "struct megasas_instance", "adapter_type"):
         return inst.adapter_type.value_() != MFI_SERIES and bool(inst.ctrl_context)
     return bool(inst.ctrl_context)
 
 
 def _reply_queue_count(inst: drgn.Object) -> int:
     n = max(inst.msix_vectors.value_(), 1)
-    if inst.type_.type.has_member("iopoll_q_count"):
+    if has_member(inst.prog_, "struct megasas_instance", "iopoll_q_count"):
         n += max(inst.iopoll_q_count.value_(), 0)
     return min(n, MAX_REPLY_QUEUES)
 

@@ -7,6 +7,7 @@ import struct
 
 import drgn
 
+from dumpkit.kernel import driver_data
 from dumpkit.rings.base import QueueEvidence, RingDecoder, reads
 
 __all__ = ["decode_nvme", "DECODER"]
@@ -15,7 +16,7 @@ CQE_SIZE = 16
 
 
 def decode_nvme(prog: drgn.Program, pdev: drgn.Object) -> list[QueueEvidence]:
-    dev = drgn.cast("struct nvme_dev *", pdev.dev.driver_data)
+    dev = driver_data(pdev.dev, "struct nvme_dev *")
     if not dev:
         return []
     reads("struct nvme_dev", dev)

@@ -9,6 +9,7 @@ import struct
 
 import drgn
 
+from dumpkit.kernel import driver_data
 from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder, reads
 from dumpkit.rings.generic import scsi_data_dma
 
@@ -23,7 +24,7 @@ MAX_RING_LOG2 = 16         # 32 pages of 128 completion entries at most (PVSCSI_
 
 def pvscsi_adapter(prog: drgn.Program, pdev: drgn.Object) -> drgn.Object | None:
     """``struct pvscsi_adapter *`` (the Scsi_Host's private data), or None before probe."""
-    host = drgn.cast("struct Scsi_Host *", pdev.dev.driver_data)
+    host = driver_data(pdev.dev, "struct Scsi_Host *")
     if not host:
         return None
     reads("struct Scsi_Host", host)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import drgn
 
-from dumpkit.target.walk import bounded_list
-
+from dumpkit.kernel import driver_data, has_member
 from dumpkit.rings.base import QueueEvidence, RingDecoder, reads
+from dumpkit.target.walk import bounded_list
 
 __all__ = ["decode_virtio", "virtio_bypasses_iommu", "DECODER"]
 
@@ -17,7 +17,7 @@ VIRTIO_F_ACCESS_PLATFORM = 33
 def virtio_bypasses_iommu(prog: drgn.Program, pdev: drgn.Object) -> tuple[bool, str]:
     """A virtio device that did not negotiate VIRTIO_F_ACCESS_PLATFORM uses physical
     addresses and is not translated by the IOMMU (``vring_use_dma_api()`` is false)."""
-    vp_dev = drgn.cast("struct virtio_pci_device *", pdev.dev.driver_data)
+    vp_dev = driver_data(pdev.dev, "struct virtio_pci_device *")
     if not vp_dev:
         return False, ""
     if (vp_dev.vdev.features.value_() >> VIRTIO_F_ACCESS_PLATFORM) & 1:
@@ -26,7 +26,7 @@ def virtio_bypasses_iommu(prog: drgn.Program, pdev: drgn.Object) -> tuple[bool, 
 
 
 def decode_virtio(prog: drgn.Program, pdev: drgn.Object) -> list[QueueEvidence]:
-    vp_dev = drgn.cast("struct virtio_pci_device *", pdev.dev.driver_data)
+    vp_dev = driver_data(pdev.dev, "struct virtio_pci_device *")
     if not vp_dev:
         return []
     reads("struct virtio_pci_device", vp_dev)
@@ -37,7 +37,7 @@ def decode_virtio(prog: drgn.Program, pdev: drgn.Object) -> list[QueueEvidence]:
         vvq = drgn.container_of(vq, vring_vq, "vq")
         reads("struct vring_virtqueue", vvq)
         name = vq.name.string_().decode()
-        if vvq.type_.type.has_member("packed_ring") and vvq.packed_ring:
+        if has_member(vvq.prog_, "struct vring_virtqueue", "packed_ring") and vvq.packed_ring:
             out.append(QueueEvidence(f"{name} (packed ring: not decoded)", 0, 0))
             continue
         vring = vvq.split.vring

@@ -9,6 +9,7 @@ import struct
 
 import drgn
 
+from dumpkit.kernel import driver_data
 from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder, reads
 
 __all__ = ["decode_vmxnet3", "vmxnet3_adapter", "vmxnet3_buffers", "DECODER"]
@@ -24,7 +25,7 @@ def vmxnet3_adapter(prog: drgn.Program, pdev: drgn.Object) -> tuple[drgn.Object,
     """(net_device *, vmxnet3_adapter *), or None before probe."""
     from drgn.helpers.linux.net import netdev_priv
 
-    netdev = drgn.cast("struct net_device *", pdev.dev.driver_data)
+    netdev = driver_data(pdev.dev, "struct net_device *")
     if not netdev:
         return None
     reads("struct net_device", netdev)

@@ -10,6 +10,7 @@ import struct
 
 import drgn
 
+from dumpkit.kernel import driver_data
 from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder, reads
 
 __all__ = ["decode_xhci", "xhci_hcd", "xhci_event_rings", "xhci_buffers", "DECODER"]
@@ -26,7 +27,7 @@ EP_CTX_PER_DEV = 31
 
 def xhci_hcd(prog: drgn.Program, pdev: drgn.Object) -> drgn.Object | None:
     """``struct xhci_hcd *``: the private data of the primary usb_hcd (hcd_to_xhci)."""
-    hcd = drgn.cast("struct usb_hcd *", pdev.dev.driver_data)
+    hcd = driver_data(pdev.dev, "struct usb_hcd *")
     if not hcd:
         return None
     reads("struct usb_hcd", hcd)

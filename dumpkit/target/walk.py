@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import drgn
 
+from dumpkit.kernel import device_name
+
 __all__ = ["ListCorrupt", "bounded_list", "pci_devices", "unreadable_pci_devices", "describe_fault", "MAX_LIST",
            "MAX_PCI_DEVICES"]
 
@@ -85,7 +87,7 @@ def _walk_pci(prog: drgn.Program):
                     break
                 seen.add(addr)
                 try:
-                    out.append((pdev.dev.kobj.name.string_().decode(errors="replace"), pdev))
+                    out.append((device_name(pdev.dev), pdev))
                 except drgn.FaultError as e:
                     lost.append((addr, describe_fault(prog, e, f"struct pci_dev @{addr:#x}")))
         except drgn.FaultError as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import drgn
 
+from dumpkit.kernel import has_member
 from dumpkit.iommu.model import Unit
 from dumpkit.target.walk import bounded_list
 
@@ -54,7 +55,7 @@ def collect_units(prog: drgn.Program) -> list[AmdUnit]:
         flags = it.flags.value_()
         name = f"ivhd{it.index.value_()}"
         dev_table = seg.dev_table.value_()
-        old_copy = seg.old_dev_tbl_cpy.value_() if seg.type_.type.has_member("old_dev_tbl_cpy") else 0
+        old_copy = seg.old_dev_tbl_cpy.value_() if has_member(seg.prog_, "struct amd_iommu_pci_seg", "old_dev_tbl_cpy") else 0
         pre = bool(flags & AMD_IOMMU_FLAG_TRANS_PRE_ENABLED)
         copied = None
         if pre_enabled is not None:
@@ -63,12 +64,12 @@ def collect_units(prog: drgn.Program) -> list[AmdUnit]:
         unit = Unit(
             vendor="amd-vi", name=name, pci_id=_bdf(segment, it.devid.value_()), mmio_base=it.mmio_phys.value_(),
             capabilities={"cap_ptr": it.cap_ptr.value_(), "cap": it.cap.value_(), "efr": efr,
-                          "efr2": it.features2.value_() if it.type_.type.has_member("features2") else None,
+                          "efr2": it.features2.value_() if has_member(it.prog_, "struct amd_iommu", "features2") else None,
                           "features": [f for i, f in enumerate(EFR_FEATURES) if efr >> i & 1]},
             flags={"translation_pre_enabled": pre, "acpi_flags": it.acpi_flags.value_()},
             copied_tables=copied,
         )
-        rlookup = seg.rlookup_table.value_() if seg.type_.type.has_member("rlookup_table") else 0
+        rlookup = seg.rlookup_table.value_() if has_member(seg.prog_, "struct amd_iommu_pci_seg", "rlookup_table") else 0
         evt = it.evt_buf.value_()
         out.append(AmdUnit(unit, it.value_(), segment, seg.last_bdf.value_(), dev_table, seg.dev_table_size.value_(),
                            old_copy, evt, rlookup))

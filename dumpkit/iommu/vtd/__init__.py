@@ -10,6 +10,7 @@ import dataclasses
 import drgn
 
 from dumpkit.iommu.model import TranslationEntry, Unit, unknown_entry
+from dumpkit.kernel import device_name
 
 __all__ = ["present", "collect", "VENDOR"]
 
@@ -95,7 +96,7 @@ def _upstream(prog: drgn.Program) -> dict[str, list[str]]:
     for name, pdev in pci_devices(prog)[0]:
         try:
             bridge = pdev.bus.self
-            parent[name] = bridge.dev.kobj.name.string_().decode() if bridge else None
+            parent[name] = device_name(bridge.dev) if bridge else None
         except drgn.FaultError:
             parent[name] = None
     out = {}

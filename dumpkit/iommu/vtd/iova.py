@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import drgn
 from drgn.helpers.linux.rbtree import rbtree_inorder_for_each_entry
 
+from dumpkit.kernel import device_iommu_group, device_name, has_member
+
 __all__ = ["IovaRange", "IovaAllocator", "collect_iova", "MSI_WINDOW"]
 
 MSI_WINDOW = (0xFEE00000, 0xFEEFFFFF)
@@ -37,8 +39,9 @@ class IovaAllocator:
 
 
 def _host_windows(prog: drgn.Program) -> list[tuple[int, int]]:
-    from dumpkit.target.walk import bounded_list
     from drgn.helpers.linux.pci import for_each_pci_root_bus
+
+    from dumpkit.target.walk import bounded_list
 
     windows = []
     for bus in for_each_pci_root_bus(prog):
@@ -52,7 +55,7 @@ def _host_windows(prog: drgn.Program) -> list[tuple[int, int]]:
 
 
 def _iova_domain(domain: drgn.Object) -> tuple[drgn.Object | None, str]:
-    if domain.type_.type.has_member("iova_cookie"):
+    if has_member(domain.prog_, "struct iommu_domain", "iova_cookie"):
         cookie = domain.iova_cookie
         if not cookie:
             return None, "domain has no DMA-API cookie (identity or unmanaged domain)"
@@ -60,7 +63,7 @@ def _iova_domain(domain: drgn.Object) -> tuple[drgn.Object | None, str]:
             return None, "MSI-only cookie"
         return cookie.iovad.address_of_(), "iommu_dma_cookie.iovad (>= 5.11)"
     dmar = drgn.container_of(domain, "struct dmar_domain", "domain")
-    if dmar.type_.type.has_member("iovad"):
+    if has_member(dmar.prog_, "struct dmar_domain", "iovad"):
         return dmar.iovad.address_of_(), "dmar_domain.iovad (<= 5.10)"
     return None, "no IOVA allocator found in this kernel's domain types"
 
@@ -70,8 +73,8 @@ def collect_iova(prog: drgn.Program, pdev: drgn.Object, max_nodes: int = 1 << 20
 
     :param pdev: ``struct pci_dev *``
     """
-    name = pdev.dev.kobj.name.string_().decode()
-    group = pdev.dev.iommu_group
+    name = device_name(pdev.dev)
+    group = device_iommu_group(pdev.dev)
     if not group or not group.domain:
         return IovaAllocator(name, "none", None, errors=["device has no IOMMU domain"])
     iovad, source = _iova_domain(group.domain)

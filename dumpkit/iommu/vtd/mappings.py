@@ -6,11 +6,11 @@ from __future__ import annotations
 import drgn
 from drgn.helpers.linux.mm import virt_to_phys
 
-from dumpkit.target.walk import bounded_list, pci_devices
-
-from dumpkit.iommu.vtd.pagetable import summarise, walk_page_table
 from dumpkit.iommu.model import DeviceMappings, table_source
+from dumpkit.iommu.vtd.pagetable import summarise, walk_page_table
 from dumpkit.iommu.vtd.tables import ContextEntry
+from dumpkit.kernel import device_iommu_group, device_name
+from dumpkit.target.walk import bounded_list, pci_devices
 
 __all__ = ["DeviceMappings", "collect_device_mappings", "kernel_domain_roots"]
 
@@ -47,7 +47,7 @@ def kernel_domain_roots(prog: drgn.Program) -> dict[str, tuple[str, int, int]]:
     out = {}
     dmar_domain = prog.type("struct dmar_domain")
     for _name, pdev in pci_devices(prog)[0]:
-        group = pdev.dev.iommu_group
+        group = device_iommu_group(pdev.dev)
         if not group or not group.domain:
             continue
         first = next(iter(bounded_list(group.devices.address_of_(), "struct group_device", "list",
@@ -57,6 +57,6 @@ def kernel_domain_roots(prog: drgn.Program) -> dict[str, tuple[str, int, int]]:
         domain = drgn.container_of(group.domain, dmar_domain, "domain")
         if not domain.pgd:
             continue
-        out[pdev.dev.kobj.name.string_().decode()] = (first.dev.kobj.name.string_().decode(),
+        out[device_name(pdev.dev)] = (device_name(first.dev),
                                                      virt_to_phys(domain.pgd).value_(), domain.agaw.value_() + 2)
     return out

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import drgn
 
 from dumpkit.iommu.vtd.units import IommuUnit
+from dumpkit.kernel import device_iommu_priv, device_name, has_member
 from dumpkit.target.walk import describe_fault
 
 __all__ = ["ContextEntry", "collect_context_entries", "read_phys_page", "DOMAIN_TYPES"]
@@ -175,28 +176,20 @@ def _device_view(prog: drgn.Program, pdev: drgn.Object):
     """((segment, bus, devfn), (name, domain type, domain id)) of one device, or None."""
     from drgn.helpers.linux.xarray import xa_load
 
-    dev = pdev.dev
-    if dev.type_.has_member("iommu"):           # >= 5.9: dev->iommu->priv
-        if not dev.iommu or not dev.iommu.priv:
-            return None
-        priv = dev.iommu.priv
-    elif dev.type_.has_member("archdata") and dev.archdata.type_.has_member("iommu"):
-        priv = dev.archdata.iommu                # x86 before 5.9
-        if not priv:
-            return None
-    else:
-        raise LookupError("struct device has neither iommu nor archdata.iommu")
+    priv = device_iommu_priv(pdev.dev)
+    if priv is None:
+        return None
     info = drgn.cast("struct device_domain_info *", priv)
-    name = pdev.dev.kobj.name.string_().decode()
+    name = device_name(pdev.dev)
     dtype = did = None
     if info.domain:
         t = info.domain.domain.type.value_()
         dtype = DOMAIN_TYPES.get(t, f"type {t:#x}")
-        if info.domain.type_.type.has_member("iommu_array"):    # >= 6.0
+        if has_member(prog, "struct dmar_domain", "iommu_array"):    # >= 6.0
             iinfo = xa_load(info.domain.iommu_array.address_of_(), info.iommu.seq_id.value_())
             if iinfo:
                 did = drgn.cast("struct iommu_domain_info *", iinfo).did.value_()
-        elif info.domain.type_.type.has_member("iommu_did"):    # before 6.0
+        elif has_member(prog, "struct dmar_domain", "iommu_did"):    # before 6.0
             did = info.domain.iommu_did[info.iommu.seq_id.value_()].value_()
     return (info.segment.value_(), info.bus.value_(), info.devfn.value_()), (name, dtype, did)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import drgn
 from drgn.helpers.linux.mm import virt_to_phys
 
+from dumpkit.kernel import device_name, has_member
 from dumpkit.target.walk import bounded_list, describe_fault
 
 __all__ = ["IommuUnit", "UnitUnreadable", "collect_units", "decode_cap", "decode_ecap", "SAGAW_LEVELS"]
@@ -94,7 +95,7 @@ def _scope(drhd: drgn.Object) -> list[str]:
         scope = drhd.devices[i]
         dev = scope.dev
         if dev:
-            out.append(dev.kobj.name.string_().decode())
+            out.append(device_name(dev))
         else:
             out.append(f"{scope.bus.value_():02x}:{scope.devfn.value_() >> 3:02x}.{scope.devfn.value_() & 7}"
                        " (absent)")
@@ -137,21 +138,21 @@ def _unit(prog: drgn.Program, drhd: drgn.Object) -> IommuUnit | None:
         return None
     unknown: dict[str, str] = {}
     cap, ecap = iommu.cap.value_(), iommu.ecap.value_()
-    flags = iommu.flags.value_() if iommu.type_.type.has_member("flags") else 0
+    flags = iommu.flags.value_() if has_member(iommu.prog_, "struct intel_iommu", "flags") else 0
     gcmd = iommu.gcmd.value_()
     root = None
     if iommu.root_entry:
         root = virt_to_phys(prog, iommu.root_entry).value_()
     ndoms = 1 << (4 + 2 * (cap & 7))
     domain_ids = copied = None
-    if iommu.type_.type.has_member("domain_ids") and iommu.domain_ids:
+    if has_member(iommu.prog_, "struct intel_iommu", "domain_ids") and iommu.domain_ids:
         try:
             domain_ids = _bitmap(prog, iommu.domain_ids, ndoms)
         except drgn.FaultError as e:
             unknown["domain_ids_in_use"] = f"bitmap unreadable: {e}"
     else:
         unknown["domain_ids_in_use"] = "no domain_ids bitmap in this kernel (an IDA since 6.16)"
-    if iommu.type_.type.has_member("copied_tables"):
+    if has_member(iommu.prog_, "struct intel_iommu", "copied_tables"):
         if iommu.copied_tables:
             try:
                 copied = [(b >> 8, b & 0xFF) for b in _bitmap(prog, iommu.copied_tables, 1 << 16)]
