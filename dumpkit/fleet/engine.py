@@ -21,6 +21,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from dumpkit.triage.rows import analyse, not_a_dump_row
+
 __all__ = ["DEFAULT_MEMORY_LIMIT", "analyse_for_fleet", "connect", "default_workers", "run_on_cluster"]
 
 DEFAULT_MEMORY_LIMIT = 4 << 30
@@ -69,7 +71,6 @@ def analyse_for_fleet(path: str, index=None, debuginfo: Sequence[str] | None = N
     from dumpkit.errors import DumpkitError
     from dumpkit.fleet.debugindex import dump_identity
     from dumpkit.target.corefile import NotADump, inspect_core_file
-    from dumpkit.triage import analyse, not_a_dump_row
 
     start = time.monotonic()
     row: dict = {"path": str(path), "directory": str(Path(path).parent.resolve()), "status": "ok",
