@@ -54,6 +54,41 @@ exit codes:
 
 # commands whose dump --vmcoreinfo replaces the VMCOREINFO of (verdict: its --capture-dump)
 VMCOREINFO_COMMANDS = ("info", "pci", "iommu", "dmar", "verdict")
+# commands that open dumps, so take --debuginfo and --debuginfod
+DEBUGINFO_COMMANDS = ("info", "pci", "iommu", "dmar", "verdict", "compare", "triage", "report")
+GLOBAL_OPTIONS = ("--debuginfo", "--debuginfod", "--vmcoreinfo")
+
+# each command's --help ends with its own examples (the overview's are in EPILOG)
+EXAMPLES = {
+    "info": ["dumpkit info sample-dumps/nocopy-fault/vmcore.kdump",
+             "dumpkit info DUMP --json --sha256",
+             "dumpkit info /var/crash/127.0.0.1-2026-11-23/vmcore --debuginfo /usr/lib/debug"],
+    "pci": ["dumpkit pci sample-dumps/copied-traffic/vmcore.kdump            # the tree (lspci -tv shape)",
+            "dumpkit pci DUMP -nn -k -s 02:00.0      # lspci -nnk -s 02:00.0: ids, subsystem, driver",
+            "dumpkit pci DUMP -v -s 2:0.0            # the lspci -vv-like block of one function",
+            "dumpkit pci DUMP -d 8086: -t            # the tree down to Intel's functions",
+            "dumpkit pci DUMP --csv -d ::0200 > nics.csv"],
+    "iommu": ["dumpkit iommu sample-dumps/nocopy-fault/vmcore.kdump",
+              "dumpkit iommu DUMP --log vmcore-dmesg.txt --json",
+              "dumpkit dmar DUMP --no-auto-log"],
+    "verdict": ["dumpkit verdict sample-dumps/nocopy-fault/vmcore.kdump",
+                "dumpkit verdict DUMP --capture-log dmesg.202611231200 --json",
+                "dumpkit verdict DUMP --capture-dump capture-state.kdump --vmcoreinfo capture-vmcoreinfo.txt"],
+    "compare": ["dumpkit compare sample-dumps/nocopy-fault/vmcore.kdump sample-dumps/patched-nocopy/vmcore.kdump",
+                "dumpkit compare BEFORE AFTER --json",
+                "dumpkit compare BEFORE AFTER --csv > changes.csv"],
+    "triage": ["dumpkit triage sample-dumps --jobs 2 --format csv -o triage.csv",
+               "dumpkit triage /var/crash --debuginfo /srv/debug -o fleet/ --format parquet   # resumable dataset",
+               "dumpkit triage DUMPS... --scheduler tcp://10.0.0.5:8786 --format jsonl"],
+    "report": ["dumpkit report sample-dumps/nocopy-fault/vmcore.kdump -o report.html",
+               "dumpkit report BEFORE --after AFTER -o before-after.html",
+               "dumpkit report DUMP -o report.html --show-code      # with the notebook's code cells"],
+    "notebooks": ["dumpkit notebooks ~/dumpkit-notebooks",
+                  "dumpkit notebooks ~/dumpkit-notebooks --force   # replace the copies already there"],
+    "faults": ["dumpkit faults vmcore-dmesg.txt",
+               "dumpkit faults capture-dmesg.txt.gz --csv",
+               "journalctl -k -b -1 | dumpkit faults - --json"],
+}
 
 
 # --- argument types and global options --------------------------------------------------
@@ -86,11 +121,17 @@ def _memory_size(text: str) -> int:
     return parse_memory(text)
 
 
-def _add_global_options(parser: argparse.ArgumentParser, after_command: bool) -> None:
-    """--debuginfo, --debuginfod and --vmcoreinfo, before COMMAND (top-level parser) and
-    after it (each subparser, into separate destinations merged by :func:`_merge_globals`)."""
+def _add_global_options(parser: argparse.ArgumentParser, after_command: bool,
+                        which: tuple[str, ...] = GLOBAL_OPTIONS) -> None:
+    """--debuginfo, --debuginfod and --vmcoreinfo (those in ``which``), before COMMAND
+    (top-level parser, all three) and after it (each subparser, those the command uses,
+    into separate destinations merged by :func:`_merge_globals`)."""
+    if not which:
+        return
     prefix, default = ("sub_", argparse.SUPPRESS) if after_command else ("", None)
     group = parser.add_argument_group("global options (before or after COMMAND)")
+    if "--debuginfo" not in which:
+        return
     group.add_argument("--debuginfo", action="append", metavar="PATH", dest=prefix + "debuginfo",
                        default=default,
                        help="debug info of the dumped kernel and its modules: a vmlinux, module .ko/.ko.debug "
@@ -101,6 +142,8 @@ def _add_global_options(parser: argparse.ArgumentParser, after_command: bool) ->
                        default=argparse.SUPPRESS if after_command else False,
                        help="also ask debuginfod servers (network) for missing debug info; "
                             "also on with DUMPKIT_DEBUGINFOD=1")
+    if "--vmcoreinfo" not in which:
+        return
     group.add_argument("--vmcoreinfo", metavar="FILE", dest=prefix + "vmcoreinfo", default=default,
                        help="VMCOREINFO text to use instead of the dump's (a QEMU dump of a capture "
                             "kernel; for verdict it applies to --capture-dump)")
@@ -748,7 +791,7 @@ def cmd_report(args) -> int:
             out = render_report(args.source, args.output, notebook=args.notebook,
                                 capture_log=[] if args.no_capture_log else args.capture_log,
                                 debuginfo=args.debuginfo, after=args.after, after_capture_log=args.after_capture_log,
-                                progress=sys.stderr.isatty())
+                                progress=sys.stderr.isatty(), show_code=args.show_code)
         except OSError as e:
             if isinstance(e, BrokenPipeError) or not e.filename or Path(e.filename) != Path(args.output):
                 raise
@@ -817,7 +860,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="what to do (dumpkit COMMAND --help for its options)")
 
     def command(name: str, help: str, func, aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help, epilog=EPILOG, aliases=list(aliases),
+        epilog = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
+        epilog += "\n\nsources, exit codes and every command: dumpkit --help"
+        p = sub.add_parser(name, help=help, description=help, epilog=epilog, aliases=list(aliases),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(func=func)
         return p
@@ -842,13 +887,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "pci_dev address, saved Command/Status, IRQ, BARs, bridge windows, PCIe link, MSI, AER, "
                         "kernel state, DMA at crash, driver and modules (with --tree: the tree, which names "
                         "functions anyway)")
-    p.add_argument("-s", "--slot", action=_SelectAction, dest="select", metavar="[[[[DOMAIN]:]BUS]:][DEV][.[FUNC]]",
-                   help="only these functions, as lspci -s (hex; empty or * = any): 02:00.0, 2:0.0, "
+    p.add_argument("-s", "--slot", action=_SelectAction, dest="select", metavar="SLOT",
+                   help="[[[[DOMAIN]:]BUS]:][DEV][.[FUNC]]: only these functions, as lspci -s (hex; empty or * = any): 02:00.0, 2:0.0, "
                         "0000:02:00.0, 02: (a bus), 1f (a device on any bus), .1 (function 1 anywhere); "
                         "with any view. No match: no output, exit 0. Several -s/-d refine one filter "
                         "as with lspci (a later one sets only the fields it gives)")
-    p.add_argument("-d", "--id", action=_SelectAction, dest="select", metavar="[VENDOR]:[DEVICE][:CLASS[:PROGIF]]",
-                   help="only functions with these ids, as lspci -d (hex; empty or * = any; x in CLASS is a "
+    p.add_argument("-d", "--id", action=_SelectAction, dest="select", metavar="IDS",
+                   help="[VENDOR]:[DEVICE][:CLASS[:PROGIF]]: only functions with these ids, as lspci -d (hex; empty or * = any; x in CLASS is a "
                         "wildcard digit): 8086:10d3, 1af4:, ::0200, ::02xx")
     p.add_argument("-n", dest="numeric", action="count", default=0,
                    help="numeric ids instead of names (-n), or both as lspci -nn: "
@@ -935,6 +980,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "with --after; dumpkit notebooks DIR lists them by copying them out)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.html",
                    help="the HTML file to write; its directory must exist")
+    p.add_argument("--show-code", action="store_true",
+                   help="include the notebook's code cells (default: its text and outputs only)")
 
     p = command("notebooks", "copy the packaged notebooks into a directory for JupyterLab", cmd_notebooks)
     p.add_argument("dir", metavar="DIR", help="where to copy them (created if missing)")
@@ -948,9 +995,27 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="JSON, every field of every record")
     fmt.add_argument("--csv", action="store_true", help="CSV, one row per record, addresses in hex")
 
-    for parser in {id(p): p for p in sub.choices.values()}.values():   # aliases share a parser
-        _add_global_options(parser, after_command=True)
+    for name, parser in {id(p): (n, p) for n, p in sub.choices.items()}.values():   # aliases share a parser
+        _add_global_options(parser, after_command=True, which=_global_options_of(name))
     return ap
+
+
+def _global_options_of(command: str) -> tuple[str, ...]:
+    """The global options a command uses, so accepts after its name and lists in its --help."""
+    return tuple(o for o in GLOBAL_OPTIONS if (command in VMCOREINFO_COMMANDS if o == "--vmcoreinfo"
+                                               else command in DEBUGINFO_COMMANDS))
+
+
+def _refuse_extra(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> None:
+    """Arguments no parser took: a global option after a command that does not use it
+    is said as such (exit 2), anything else as argparse says it."""
+    for arg in extra:
+        option = arg.split("=", 1)[0]
+        if option == "--vmcoreinfo":
+            parser.error("--vmcoreinfo applies to the dump of info, pci and dmar, and to verdict --capture-dump")
+        if option in GLOBAL_OPTIONS:
+            parser.error(f"{option} does not apply to {args.command}: it reads no dump")
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
 
 
 def _quiet_stdout() -> None:
@@ -982,7 +1047,9 @@ def _error(text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            _refuse_extra(parser, args, extra)
         _merge_globals(parser, args)
         code = args.func(args)
         with _writing_stdout():
