@@ -12,6 +12,8 @@ from pathlib import Path
 
 import drgn
 
+from dumpkit import claim_words as W
+from dumpkit.claim_words import INFERRED, OBSERVED, default_word
 from dumpkit.errors import InputError
 from dumpkit.units import iec
 
@@ -37,16 +39,30 @@ class Claim:
     """True, False, or None for unknown; ``evidence`` says why either way. A claim that
     does not apply (a reset cannot stop DMA that did not happen) has ``applicable`` False.
     ``sources`` names what the claim was read from (kernel objects with their addresses,
-    IOMMU tables with their physical pages, capture logs), so a damaged one can be named."""
+    IOMMU tables with their physical pages, capture logs), so a damaged one can be named.
+    ``basis`` is "observed" or "inferred" for a claim that is known (None: unknown or n/a);
+    ``phrase`` says it in words (:mod:`dumpkit.claim_words`); ``term`` is its top-line word
+    where the default (yes / yes, inferred / no / unknown / n/a) would say more than the
+    evidence ("no evidence") or less ("faulted")."""
 
     value: bool | None
     evidence: list[str] = field(default_factory=list)
     applicable: bool = True
     sources: list[str] = field(default_factory=list)
+    basis: str | None = None
+    phrase: str = ""
+    term: str | None = None
+
+    @property
+    def word(self) -> str:
+        """The claim's top-line word (see :data:`dumpkit.claim_words.LEGEND`)."""
+        if self.term is not None and self.applicable:
+            return self.term
+        return default_word(self.value, self.applicable, self.basis)
 
     def __str__(self) -> str:
-        word = "n/a" if not self.applicable else {True: "yes", False: "no", None: "unknown"}[self.value]
-        return f"{word}: {'; '.join(self.evidence)}" if self.evidence else word
+        said = ([self.phrase] if self.phrase else []) + self.evidence
+        return f"{self.word}: {'; '.join(said)}" if said else self.word
 
 
 @dataclass
@@ -67,6 +83,27 @@ class EndpointVerdict:
     decoder: str | None = None
     unreadable: str | None = None       # why the dump lost this function's struct pci_dev
     ring_status: str | None = None      # how its rings were read (RingEvidence.status): "error" = unreadable
+    # per ring: name, size, completed (never processed), device_free, state (full / partly
+    # processed / empty / None when the decoder cannot tell)
+    rings: list[dict] = field(default_factory=list)
+
+    @property
+    def says(self) -> str:
+        """The endpoint's claims as one sentence of their phrases (the applicable ones that
+        say something), for bottom lines and reports."""
+        did, hit, stopped = self.did_dma_after_crash, self.hit_capture_kernel, self.stopped_by_reset
+        parts = [did.phrase if did.value is not None and did.phrase else "whether it did DMA after the crash is "
+                 "unknown" if did.value is None else ""]
+        if hit.applicable and hit.phrase:
+            parts.append(hit.phrase if hit.value is not None else f"in the capture kernel: {hit.phrase}")
+        if stopped.applicable and stopped.value is not None and stopped.phrase:
+            parts.append(stopped.phrase)
+        return "; ".join(p for p in parts if p)
+
+    @property
+    def rings_full(self) -> bool:
+        """Every ring decoded is full: the device ran out of entries and stopped by itself."""
+        return bool(self.rings) and all(r["state"] == "full" for r in self.rings)
 
     @property
     def summary(self) -> str:
@@ -105,6 +142,8 @@ class Verdicts:
     capture_matches: dict[str, dict] = field(default_factory=dict)
     # which dump was judged: path, kernel release, build-id, format
     dump: dict = field(default_factory=dict)
+    # logs given that are the crashed kernel's own (vmcore-dmesg): nothing of the capture kernel
+    own_logs: list[str] = field(default_factory=list)
 
     def get(self, bdf: str) -> EndpointVerdict | None:
         return next((v for v in self.endpoints if v.bdf == bdf), None)
@@ -182,6 +221,8 @@ def _could_dma(dev, entry, mapping, bypass: bool | None, bypass_why: str, have_i
     """The PCI state (driver, enable, Bus Master up to the root, power), then what the
     IOMMU lets the device reach."""
     claim = _could_dma_claim(dev, entry, mapping, bypass, bypass_why, have_iommu)
+    if claim.value is not None:
+        claim.basis = OBSERVED          # read from the kernel's state and the IOMMU's tables
     if dev.pdev_address is not None:
         claim.sources.append(f"struct pci_dev {dev.bdf} @{dev.pdev_address:#x}")
     if have_iommu and not bypass:
@@ -295,9 +336,15 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
     tree = dump.pci()
     errors += list(getattr(tree, "errors", []) or [])
     have_iommu = bool(state.vendors)
-    reset, not_reset = _reset_lines(list(texts.values()))
-    capture_faults = [f for f in faults if f.source != "printk"]
-    copies = {f.reason for f in capture_faults if f.kind == "table-copy" and f.iommu in state.vendors}
+    # a log that is the crashed kernel's own (vmcore-dmesg) holds nothing of the capture kernel
+    own = [p for p, mt in matches.items() if "printk_tail" in mt["facts"] and "elfcorehdr" not in mt["facts"]]
+    own_names = {Path(p).name for p in own}
+    ctexts = {p: t for p, t in texts.items() if p not in own}
+    reset, not_reset = _reset_lines(list(ctexts.values()))
+    capture_faults = [f for f in faults if f.source != "printk" and f.source not in own_names]
+    table_copies = [f for f in capture_faults if f.kind == "table-copy" and f.iommu in state.vendors]
+    copies = {f.reason for f in table_copies}
+    takeover = min((f.time for f in table_copies if f.time is not None), default=None)
     copied = None
     if capture_dump is not None:
         try:
@@ -305,13 +352,14 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
         except (drgn.FaultError, LookupError, AttributeError, ValueError) as e:
             errors.append(f"capture dump's IOMMU tables unreadable: {e}")
     lost = _lost_records(capture_faults)
+    suppressed = _iommu_suppressed(capture_faults)
     # a capture log that ends early (its compressed data stops) hides the faults after that
-    cut = ", ".join(Path(log.path).name for log in logs
-                    if any("ends early" in w or "is damaged" in w for w in log.warnings))
+    cut = ", ".join(Path(log.path).name for log in logs if log.path not in own
+                    and any("ends early" in w or "is damaged" in w for w in log.warnings))
     faults_by_dev: dict[str, list] = {}
     alias_notes: dict[str, str] = {}
     for c in state.correlations:
-        if c.fault.source == "printk":
+        if c.fault.source == "printk" or c.fault.source in own_names:
             continue
         for d in c.devices:
             faults_by_dev.setdefault(d, []).append(c.fault)
@@ -319,6 +367,8 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
                 alias_notes[d] = c.note
     pdevs = dict(pci_devices(prog)[0])
     crashk = _crashkernel(prog)
+    capture = _CaptureFacts(bool(ctexts), own, copies, takeover, copied, lost, cut, suppressed, have_iommu,
+                            crashk, str(capture_dump.path) if capture_dump is not None else None)
 
     out = []
     for dev in tree:
@@ -340,128 +390,252 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
 
         ring = ring_evidence(prog, pdev, translate) if pdev is not None else None
         completions = ring.unprocessed if ring else None
-        if ring is None:
-            did = Claim(None, ["device object not found"])
-        elif ring.status == "decoded":
-            busy = [q for q in ring.queues if q.unprocessed]
-            if completions:
-                did = Claim(True, [f"{completions} completions in {', '.join(q.name for q in busy)} that the "
-                                   "crashed kernel never processed: observed in its memory; that the device "
-                                   "posted them at or after the crash is inferred (the kernel processes "
-                                   "completions as they come)"])
-                did.evidence += _landed_evidence(ring, entry, m) + _ring_states(busy)
-            else:
-                did = Claim(False, ["no evidence: every ring fully processed by the crashed kernel"])
-        elif ring.status == "not set up":
-            did = Claim(False, ["no evidence: " + ring.note])
-        elif could.value is False and ring.status == "no ring decoder":
-            did = Claim(False, ["no evidence: " + ring.note + ", and it could not DMA"])
-        elif ring.status == "no ring decoder" and dev.driver is not None and pdev is not None:
-            # what memory shows of a driver no decoder knows
-            from dumpkit.rings.generic import generic_evidence
-
-            writable = [r.size for r in m.ranges if r.write] if m is not None else None
-            try:
-                shown = generic_evidence(prog, pdev, writable)
-            except (drgn.FaultError, LookupError, ValueError, AttributeError) as e:
-                shown = f"driver state unreadable ({e})"
-            did = Claim(None, [ring.note, shown])
-        else:
-            did = Claim(None, [ring.note or ring.status])
-            if could.value is None and ring.status == "no ring decoder" and any("unreadable" in x
-                                                                               for x in could.evidence):
-                # "no evidence" would follow from "could not DMA", which the lost page hides
-                did.evidence.append("whether it could DMA is unknown: " + could.evidence[-1])
-                did.sources += could.sources
+        rings = _ring_records(ring)
+        did = _did_claim(prog, dev, pdev, ring, could, entry, m)
         if ring is not None:
             did.sources += list(ring.sources) + (m.sources if m is not None and not untranslated and
                                                 ring.status == "decoded" and ring.queues else [])
-        # hit the capture kernel
         faults = faults_by_dev.get(dev.bdf, [])
-        suppressed = _iommu_suppressed(capture_faults)
-        if faults:
-            hit = Claim(True, [f"{len(faults)} IOMMU fault(s) from it logged by the capture kernel"
-                               + (f" (+{suppressed} suppressed messages)" if suppressed else "")
-                               + f"; {FEW_RECORDS}"])
-            if dev.bdf in alias_notes:
-                hit.evidence.append(alias_notes[dev.bdf])
-        elif copied is not None and dev.bdf in copied and could.value is not False:
-            hit = Claim(True, ["still translating through the crashed kernel's copied tables in the capture kernel "
-                               "(capture dump)"])
-        elif copied is not None and dev.bdf in copied:
-            hit = Claim(False, ["on copied tables in the capture kernel, but it could not DMA at the crash"])
-        elif "copied" in copies and did.value:
-            hit = Claim(True, ["it kept translating through the crashed kernel's tables, which the capture kernel "
-                               "copied (per the capture log)"])
-        elif "copied" in copies and did.value is None and could.value is not False:
-            hit = Claim(None, ["the capture kernel copied the crashed kernel's tables (per its log), so DMA it kept "
-                               "doing went through them; whether it did is unknown"])
-        elif not have_iommu and did.value and ring and ring.phys_pages:
-            inside = _landed(ring.phys_pages, crashk)
-            hit = Claim(bool(inside) or None,
-                        [f"no IOMMU: {len(inside)} of the pages it wrote lie in the crashkernel reservation"
-                         if inside else "no IOMMU: its post-crash writes landed outside the crashkernel "
-                                        "reservation; later writes are not recorded"])
-        elif texts or copied is not None:
-            ev = "no fault from it in the capture log" + ("" if copied is None else " and not on copied tables")
-            if did.value is not False and "copied" not in copies and (lost or cut):
-                # the records that were logged may all be other devices'
-                why = (f"the capture kernel lost fault records ({lost})" if lost else
-                       f"the capture log ends early ({cut}): records after that are not in it")
-                hit = Claim(None, [ev + f", but {why}: its DMA after the crash may have faulted unlogged"])
-            else:
-                if "failed" in copies and did.value:
-                    ev += f" although the table copy failed; {FEW_RECORDS}"
-                hit = Claim(False, [ev])
-        else:
-            hit = Claim(None, ["no capture-kernel log or dump given"])
-        could, did = _consistent(could, did, faults, list(texts))
-        # stopped by reset
+        could, did = _consistent(could, did, faults, list(ctexts))
+        diff = None
+        if capture_dump is not None and pdev is not None and did.value is not False:
+            diff = _ring_diff(prog, capture_dump.prog, pdev, translate)
+        full = bool(rings) and all(r["state"] == "full" for r in rings)
+        hit = _capture_claim(capture, dev.bdf, could, did, faults, alias_notes.get(dev.bdf), ring, full, diff, reset,
+                             [a.bdf for a in tree.ancestors(dev.bdf) if a.bdf in reset])
+        stopped = _stopped_claim(capture, tree, dev.bdf, did, faults, reset, not_reset, full)
+        hit.sources = list(ctexts) + ([str(capture_dump.path)] if copied is not None else [])
+        stopped.sources = list(ctexts)
         ports = [a.bdf for a in tree.ancestors(dev.bdf) if a.bdf in reset]
-        skipped = [f"{a.bdf}: {not_reset[a.bdf]}" for a in tree.ancestors(dev.bdf) if a.bdf in not_reset]
-        if did.value is False:
-            stopped = Claim(None, ["no DMA after the crash to stop"], applicable=False)
-        elif ports:
-            t_reset = min((reset[p] for p in ports if reset[p] is not None), default=None)
-            later = [f for f in faults if t_reset is not None and f.time is not None and f.time > t_reset]
-            if later:
-                stopped = Claim(False, [f"reset via {', '.join(ports)} but {len(later)} faults followed"])
-            else:
-                stopped = Claim(True, [f"secondary bus reset of {', '.join(ports)}"
-                                       + (", nothing from it afterwards" if faults or texts else "")])
-        elif skipped:
-            stopped = Claim(False if did.value else None, ["port not reset: " + "; ".join(skipped)])
-        elif texts:
-            # "no" says DMA went on unstopped: only where DMA after the crash is known
-            stopped = Claim(False if did.value else None, ["no reset line for its ports in the capture log"]
-                            + ([] if did.value else ["whether it did DMA after the crash is unknown"]))
-        else:
-            stopped = Claim(None, ["no capture-kernel log given"])
-        hit.sources = list(texts) + ([str(capture_dump.path)] if copied is not None else [])
-        stopped.sources = list(texts)
         out.append(EndpointVerdict(dev.bdf, name, dev.driver, could, did, hit, stopped, completions,
                                    len(faults), ports, ring.phys_pages if ring else [], dev.vendor, dev.device,
-                                   ring.decoder if ring else None, ring_status=ring.status if ring else None))
+                                   ring.decoder if ring else None, ring_status=ring.status if ring else None,
+                                   rings=rings))
     out += _unreadable_endpoints(prog, tree, pdevs)
     info = dump.info
     ident = {"path": str(dump.path) if dump.path else dump.source, "kernel_release": info.kernel_release,
              "build_id": info.build_id, "format": info.format}
     return Verdicts(out, list(texts), str(capture_dump.path) if capture_dump else None,
-                    sorted(reset), not_reset, errors, warnings, state.vendor, checks, matches, ident)
+                    sorted(reset), not_reset, errors, warnings, state.vendor, checks, matches, ident, own)
+
+
+@dataclass
+class _CaptureFacts:
+    """What the capture kernel's evidence says for every endpoint alike: whether a capture
+    log was given (``logs``; ``own`` lists the crashed kernel's own logs given instead), its
+    table-copy outcomes (``copies``) and when it took over the IOMMU (``takeover``, log
+    seconds), the devices on copied tables in the capture dump (``copied``), fault records it
+    lost or a log cut short."""
+
+    logs: bool
+    own: list[str]
+    copies: set[str]
+    takeover: float | None
+    copied: set[str] | None
+    lost: str
+    cut: str
+    suppressed: int
+    have_iommu: bool
+    crashk: tuple[int, int] | None
+    capture_dump: str | None
+
+
+def _did_claim(prog: drgn.Program, dev, pdev, ring, could: Claim, entry, m) -> Claim:
+    """Did the device do DMA after the crash, from its rings (faults are added by
+    :func:`_consistent`)."""
+    completions = ring.unprocessed if ring else None
+    if ring is None:
+        return Claim(None, ["device object not found"])
+    if ring.status == "decoded":
+        busy = [q for q in ring.queues if q.unprocessed]
+        if completions:
+            full = bool(ring.queues) and all(q.state == "full" for q in ring.queues)
+            did = Claim(True, [f"{completions} completions in {', '.join(q.name for q in busy)} that the "
+                               "crashed kernel never processed: observed in its memory; that the device "
+                               "posted them at or after the crash is inferred (the kernel processes "
+                               "completions as they come)"], basis=INFERRED,
+                        phrase=W.DID_COMPLETIONS_FULL if full else W.DID_COMPLETIONS)
+            did.evidence += _landed_evidence(ring, entry, m) + _ring_states(ring.queues)
+            return did
+        return Claim(False, ["every ring fully processed by the crashed kernel"] + _ring_states(ring.queues),
+                     basis=INFERRED, phrase=W.DID_NO_EVIDENCE, term="no evidence")
+    if ring.status == "not set up":
+        return Claim(False, [ring.note], basis=INFERRED, phrase=W.DID_NO_EVIDENCE, term="no evidence")
+    if could.value is False and ring.status == "no ring decoder":
+        return Claim(False, [ring.note], basis=INFERRED, phrase=W.DID_COULD_NOT)
+    if ring.status == "no ring decoder" and dev.driver is not None and pdev is not None:
+        # what memory shows of a driver no decoder knows
+        from dumpkit.rings.generic import generic_evidence
+
+        writable = [r.size for r in m.ranges if r.write] if m is not None else None
+        try:
+            shown = generic_evidence(prog, pdev, writable)
+        except (drgn.FaultError, LookupError, ValueError, AttributeError) as e:
+            shown = f"driver state unreadable ({e})"
+        return Claim(None, [ring.note, shown])
+    did = Claim(None, [ring.note or ring.status])
+    if could.value is None and ring.status == "no ring decoder" and any("unreadable" in x for x in could.evidence):
+        # "no evidence" would follow from "could not DMA", which the lost page hides
+        did.evidence.append("whether it could DMA is unknown: " + could.evidence[-1])
+        did.sources += could.sources
+    return did
+
+
+def _ring_records(ring) -> list[dict]:
+    """Each decoded ring's state as data (JSON, frames): name, size, completed entries the
+    kernel never processed, entries still handed to the device, state."""
+    if ring is None or ring.status != "decoded":
+        return []
+    return [{"name": q.name, "size": q.size, "completed": q.unprocessed, "device_free": q.device_free,
+             "state": q.state} for q in ring.queues]
+
+
+def _ring_diff(prog: drgn.Program, later: drgn.Program, pdev, translate):
+    """The device's rings compared between the vmcore and the capture dump (None: no
+    decoder names its buffers)."""
+    from dumpkit.overlap import compare_buffers
+    from dumpkit.rings import dma_buffers
+
+    try:
+        buffers = dma_buffers(prog, pdev)
+    except (drgn.FaultError, LookupError, ValueError, AttributeError):
+        return None
+    return compare_buffers(prog, later, buffers, translate) if buffers else None
+
+
+def _fault_evidence(faults: list, suppressed: int, full: bool, alias: str | None) -> list[str]:
+    """What the capture kernel's fault records from the device say, and what they may
+    leave out: a full ring says the device stopped by itself (no more to come), else the
+    IOMMU keeps few records and the kernel rate-limits them."""
+    ev = [f"{len(faults)} IOMMU fault(s) from it logged by the capture kernel"
+          + (f" (+{suppressed} suppressed messages)" if suppressed else "")
+          + ("; its ring is full: the device stopped writing by itself" if full else f"; {FEW_RECORDS}")]
+    return ev + ([alias] if alias else [])
+
+
+def _capture_claim(cap: _CaptureFacts, bdf: str, could: Claim, did: Claim, faults: list, alias: str | None,
+                   ring, full: bool, diff, reset: dict, ports: list[str]) -> Claim:
+    """What the device's DMA did to the capture kernel (JSON ``hit_capture_kernel``):
+    "faulted" and "wrote" only on evidence of it; copied tables with no fault leave it
+    unknown unless something shows the DMA overlapped the capture kernel's use of them."""
+    on_copy = "copied" in cap.copies or (cap.copied is not None and bdf in cap.copied)
+    if did.value is False:
+        return Claim(None, [], applicable=False, phrase=W.HIT_NA)
+    if faults:
+        return Claim(True, _fault_evidence(faults, cap.suppressed, full, alias), basis=OBSERVED,
+                     phrase=W.HIT_FAULTED, term="faulted")
+    if diff is not None and diff.changed:
+        where = ", ".join(f"{n} in its {label}" for label, n in diff.where.items())
+        return Claim(True, [f"{diff.changed} bytes changed between the vmcore and the capture dump ({where}): "
+                            "written while the capture kernel ran"], basis=OBSERVED,
+                     phrase=W.HIT_WROTE if on_copy else "kept writing into the crashed kernel's memory while "
+                                                        "the capture kernel ran", term="wrote")
+    early = [p for p in ports if reset.get(p) is not None and cap.takeover is not None and reset[p] < cap.takeover]
+    if early:
+        return Claim(False, [f"secondary bus reset of {', '.join(early)} at {min(reset[p] for p in early):.3f} s, "
+                             f"before the capture kernel's IOMMU setup at {cap.takeover:.3f} s (capture log), "
+                             "and no fault from it"], basis=INFERRED, phrase=W.HIT_STOPPED_RESET)
+    if not cap.have_iommu:
+        if did.value and ring and ring.phys_pages:
+            inside = _landed(ring.phys_pages, cap.crashk)
+            if inside:
+                return Claim(True, [f"no IOMMU: {len(inside)} of the pages it wrote lie in the crashkernel "
+                                    "reservation"], basis=INFERRED, phrase=W.HIT_WROTE_RESERVED, term="wrote")
+            return Claim(None, ["no IOMMU: its post-crash writes landed outside the crashkernel reservation; "
+                                "later writes are not recorded"])
+        return Claim(None, ["no IOMMU: no fault can show its DMA, and where it wrote is not recorded"])
+    if on_copy and could.value is False:
+        return Claim(False, ["on copied tables in the capture kernel, but it could not DMA at the crash"],
+                     basis=INFERRED, phrase="its copied tables give it nothing to write")
+    if on_copy:
+        ev = [("its translation entry in the capture kernel is the crashed kernel's, copied (capture dump)"
+               if cap.copied is not None and bdf in cap.copied else
+               "the capture kernel copied the crashed kernel's tables (per its log)")
+              + ": DMA it did while the capture kernel ran went through them and left no fault"]
+        if did.value is None:
+            ev.append("whether it did DMA after the crash is unknown")
+        elif full:
+            ev.append("its ring is full: it stopped writing by itself, at a time the dump does not record")
+        else:
+            ev.append("nothing in the dump records when its completions came")
+        if diff is not None and diff.compared:
+            ev.append(f"its rings ({iec(diff.compared)}) are unchanged between the vmcore and the capture dump: "
+                      "nothing written after the vmcore was saved")
+        return Claim(None, ev, phrase=W.HIT_OVERLAP_UNKNOWN)
+    if not cap.logs:
+        if cap.own:
+            return Claim(None, [f"the log given ({', '.join(Path(p).name for p in cap.own)}) is the crashed "
+                                "kernel's own (a vmcore-dmesg): it holds nothing of the capture kernel"],
+                         phrase=W.HIT_NO_CAPTURE)
+        return Claim(None, ["no capture-kernel log or dump given"], phrase=W.HIT_NO_CAPTURE)
+    ev = "no fault from it in the capture log" + ("" if cap.copied is None else " and not on copied tables")
+    if cap.lost or cap.cut:
+        # the records that were logged may all be other devices'
+        why = (f"the capture kernel lost fault records ({cap.lost})" if cap.lost else
+               f"the capture log ends early ({cap.cut}): records after that are not in it")
+        return Claim(None, [ev + f", but {why}: its DMA after the crash may have faulted unlogged"])
+    if not cap.copies:
+        return Claim(None, [ev + ", but the log shows no IOMMU setup of the capture kernel: its DMA may have "
+                                 "gone untranslated, leaving no fault"])
+    if "failed" in cap.copies and did.value:
+        ev += (" although the table copy failed: its ring is full, so the device had stopped by itself (why no "
+               "fault came)" if full else f" although the table copy failed; {FEW_RECORDS}")
+    return Claim(False, [ev], basis=INFERRED, phrase=W.HIT_STOPPED_FULL if full and did.value else W.HIT_NO_FAULT)
+
+
+def _stopped_claim(cap: _CaptureFacts, tree, bdf: str, did: Claim, faults: list, reset: dict,
+                   not_reset: dict, full: bool) -> Claim:
+    """Did a port reset in the capture kernel stop its DMA: n/a without DMA to stop, "no"
+    only where DMA after the crash is known."""
+    ports = [a.bdf for a in tree.ancestors(bdf) if a.bdf in reset]
+    skipped = [f"{a.bdf}: {not_reset[a.bdf]}" for a in tree.ancestors(bdf) if a.bdf in not_reset]
+    if did.value is False:
+        return Claim(None, [], applicable=False, phrase=W.STOPPED_NA)
+    if ports:
+        t_reset = min((reset[p] for p in ports if reset[p] is not None), default=None)
+        later = [f for f in faults if t_reset is not None and f.time is not None and f.time > t_reset]
+        if later:
+            return Claim(False, [f"reset via {', '.join(ports)} but {len(later)} faults followed"], basis=OBSERVED,
+                         phrase=W.STOPPED_NO)
+        return Claim(True, [f"secondary bus reset of {', '.join(ports)}" + (", nothing from it afterwards"
+                                                                          if faults or cap.logs else "")],
+                     basis=OBSERVED, phrase=W.STOPPED_YES)
+    no = W.STOPPED_NO_FULL if full else W.STOPPED_NO
+    if skipped:
+        return (Claim(False, ["port not reset: " + "; ".join(skipped)], basis=OBSERVED, phrase=no) if did.value
+                else Claim(None, ["port not reset: " + "; ".join(skipped)]))
+    if cap.logs:
+        # "no" says DMA went on unstopped: only where DMA after the crash is known
+        if did.value:
+            return Claim(False, ["no reset line for its ports in the capture log"], basis=OBSERVED, phrase=no)
+        return Claim(None, ["no reset line for its ports in the capture log",
+                            "whether it did DMA after the crash is unknown"])
+    if cap.own:
+        return Claim(None, [f"the log given ({', '.join(Path(p).name for p in cap.own)}) is the crashed kernel's "
+                            "own: it holds nothing of the capture kernel"])
+    return Claim(None, ["no capture-kernel log given"])
 
 
 def _ring_states(queues) -> list[str]:
-    """How full each ring with pending completions was: a full one means the device ran out
-    of entries and stopped writing by itself (why a device can be quiet, and fault-free,
-    in the capture kernel)."""
-    out = []
+    """Each ring's state as evidence: full (the device ran out of entries and stopped
+    writing by itself: why a device can be quiet, and fault-free, in the capture kernel),
+    partly processed (entries still handed to the device), empty (everything processed);
+    the empty ones named together."""
+    out, empty = [], []
     for q in queues:
         if q.state == "full":
             out.append(f"{q.name} is full ({q.unprocessed} of {q.size} completed, none left to the device): "
                        "the device stopped writing into it by itself")
         elif q.state == "partly processed":
-            out.append(f"{q.name}: {q.unprocessed} of {q.size} completed, {q.device_free} still handed to "
-                       "the device")
+            out.append(f"{q.name} is partly processed: {q.unprocessed} of {q.size} completed, {q.device_free} "
+                       "still handed to the device")
+        elif q.state == "empty":
+            empty.append(q.name)
+        else:
+            out.append(f"{q.name}: {q.unprocessed} of {q.size} completed (how many the device still had is "
+                       "not known)")
+    if empty:
+        out.append(f"empty (every completion processed): {', '.join(empty)}")
     return out
 
 
@@ -473,7 +647,13 @@ def _consistent(could: Claim, did: Claim, faults: list, logs: list[str]) -> tupl
     if faults and did.value is not True:
         was = f"; its rings: {'; '.join(did.evidence)}" if did.evidence else ""
         did = Claim(True, [f"{len(faults)} IOMMU fault(s) from it logged by the capture kernel: DMA it issued "
-                           f"after the crash (observed){was}"], sources=did.sources + logs)
+                           f"after the crash (observed){was}"], sources=did.sources + logs, basis=OBSERVED,
+                    phrase=W.DID_FAULTS)
+    elif faults:
+        # completions (inferred) and faults (observed): the faults settle it
+        did = Claim(True, [f"{len(faults)} IOMMU fault(s) from it logged by the capture kernel: DMA it issued "
+                           "after the crash (observed)"] + did.evidence, sources=did.sources + logs,
+                    basis=OBSERVED, phrase=W.DID_FAULTS)
     if did.value is True and could.value is not True:
         how = "observed: IOMMU faults in the capture kernel" if faults else "inferred from its completions"
         said = f"; what the kernel's state said: {'; '.join(could.evidence)}" if could.evidence else ""
@@ -482,7 +662,8 @@ def _consistent(could: Claim, did: Claim, faults: list, logs: list[str]) -> tupl
             could = Claim(None, [f"contradicting evidence: it did DMA after the crash ({how}){said}"],
                           sources=could.sources)
         else:
-            could = Claim(True, [f"it did DMA after the crash ({how}){said}"], sources=could.sources + did.sources)
+            could = Claim(True, [f"it did DMA after the crash ({how}){said}"], sources=could.sources + did.sources,
+                          basis=OBSERVED if faults else INFERRED)
     return could, did
 
 
