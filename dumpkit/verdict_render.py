@@ -154,10 +154,11 @@ def bottom_line(v: Verdicts) -> str:
     K unknown, because …" — counted from the claims, each count with its endpoints."""
     from collections import Counter
 
-    def names(es) -> str:
-        return ", ".join(f"{e.bdf} {e.driver or e.name}" for e in es)
+    def names(es, most: int = 3) -> str:
+        shown = ", ".join(f"{e.bdf} {e.driver or e.name}" for e in es[:most])
+        return shown + (f" and {len(es) - most} more" if len(es) > most else "")
 
-    did = [e for e in v.endpoints if e.did_dma_after_crash.value is True]
+    did = sorted((e for e in v.endpoints if e.did_dma_after_crash.value is True), key=endpoint_rank)
     inferred = [e for e in did if e.did_dma_after_crash.basis != OBSERVED]
     faulted = [e for e in v.endpoints if e.hit_capture_kernel.word == "faulted"]
     wrote = [e for e in v.endpoints if e.hit_capture_kernel.word == "wrote"]
@@ -166,8 +167,9 @@ def bottom_line(v: Verdicts) -> str:
     unknown = [e for e in v.endpoints if e.did_dma_after_crash.value is None]
     n = len(did)
     parts = [f"{n} endpoint{'s' if n != 1 else ''} kept doing DMA after the crash"
-             + (f" ({names(did)}" + (f"; {len(inferred)} of them inferred from completions never processed"
-                                     if inferred else "") + ")" if did else "")]
+             + (f" ({names(did)}" + ("; " + ("all" if len(inferred) == n else f"{len(inferred)} of them")
+                                     + " inferred from completions never processed" if inferred else "") + ")"
+                if did else "")]
     parts.append(f"{len(faulted)} faulted in the capture kernel" + (f" ({names(faulted)})" if faulted else ""))
     if wrote:
         parts.append(f"{len(wrote)} kept writing while the capture kernel ran ({names(wrote)})")
@@ -345,9 +347,8 @@ def plot_verdict_tree(tree, verdicts: Verdicts, ax=None, title: str | None = Non
 # --- comparison of two dumps ------------------------------------------------------------------
 
 COMPARE_WIDTH = 120
-# short column headers, spelled out once under the table
-CLAIM_HEADERS = {"could_dma": "could", "did_dma_after_crash": "did", "hit_capture_kernel": "hit",
-                 "stopped_by_reset": "stopped"}
+# short column headers, spelled out once under the table (the verdict table's)
+CLAIM_HEADERS = HEADERS
 ABSENT = "absent"
 
 
@@ -401,6 +402,8 @@ class EndpointComparison:
     completions: ClaimChange
     faults: ClaimChange
     reset_ports: ClaimChange
+    # each claim's top-line word (Claim.word: faulted, yes, inferred, no evidence, ...) on both sides
+    words: dict[str, ClaimChange] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -409,7 +412,8 @@ class EndpointComparison:
         if self.verdict.after == ABSENT:
             return "only before"
         # counts differ between any two runs; a change is a claim or the verdict
-        return "changed" if any(c.changed for c in (*self.claims.values(), self.verdict)) else "same"
+        return "changed" if any(c.changed for c in (*self.claims.values(), *self.words.values(),
+                                                      self.verdict)) else "same"
 
     def changes(self) -> dict[str, ClaimChange]:
         """The fields whose value differs between the sides (counts and reset ports too)."""
@@ -433,8 +437,10 @@ class Comparison:
 
 def _side_values(e: EndpointVerdict | None) -> dict[str, str | int | None]:
     if e is None:
-        return {k: ABSENT for k in (*CLAIMS, "verdict", "completions", "faults", "reset_ports")}
-    return {**{c: claim_word(getattr(e, c)) for c in CLAIMS}, "verdict": e.summary,
+        return {k: ABSENT for k in (*CLAIMS, *(f"{c}_word" for c in CLAIMS), "verdict", "completions", "faults",
+                                    "reset_ports")}
+    return {**{c: claim_word(getattr(e, c)) for c in CLAIMS}, **{f"{c}_word": getattr(e, c).word for c in CLAIMS},
+            "verdict": e.summary,
             "completions": e.post_crash_completions, "faults": e.faults,
             "reset_ports": ",".join(e.reset_ports) or None}
 
@@ -453,7 +459,8 @@ def compare_verdicts(before: DumpSide, after: DumpSide) -> Comparison:
             claims={c: ClaimChange(vb[c], va[c]) for c in CLAIMS}, verdict=ClaimChange(vb["verdict"], va["verdict"]),
             completions=ClaimChange(vb["completions"], va["completions"]),
             faults=ClaimChange(vb["faults"], va["faults"]),
-            reset_ports=ClaimChange(vb["reset_ports"], va["reset_ports"])))
+            reset_ports=ClaimChange(vb["reset_ports"], va["reset_ports"]),
+            words={c: ClaimChange(vb[f"{c}_word"], va[f"{c}_word"]) for c in CLAIMS}))
     return Comparison(before, after, rows)
 
 
@@ -484,10 +491,12 @@ def _side_lines(side: DumpSide, width: int) -> list[str]:
 def compare_text(cmp: Comparison, width: int = COMPARE_WIDTH) -> str:
     """Both dumps' inputs, then one line per endpoint (at most ``width`` columns): a mark
     (``*`` changed, ``-`` only before, ``+`` only after), BDF, name, driver, the four
-    claims as yes/no/unknown/n/a (``before -> after`` where they differ), post-crash
+    claims' top-line words as the verdict table gives them (``before -> after`` where they differ), post-crash
     completions and faults; then each changed endpoint's verdict before and after."""
+    import textwrap
+
     heads = [*CLAIM_HEADERS.values(), "completions", "faults"]
-    cells = [[*(e.claims[c].text() for c in CLAIMS), e.completions.text(), e.faults.text()] for e in cmp.endpoints]
+    cells = [[*(e.words[c].text() for c in CLAIMS), e.completions.text(), e.faults.text()] for e in cmp.endpoints]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) + 2 for i, h in enumerate(heads)]
     driver_w = max([len("driver")] + [len(e.driver or "-") for e in cmp.endpoints])
     driver_w = min(driver_w, 12) + 2
@@ -503,8 +512,8 @@ def compare_text(cmp: Comparison, width: int = COMPARE_WIDTH) -> str:
                 + "".join(f"{c:{w}}" for c, w in zip(row, widths, strict=True)))
         lines.append(line.rstrip())
     lines.append("")
-    lines.append("could: could DMA at the crash; did: DMA after the crash; hit: hit the capture kernel; "
-                 "stopped: stopped by a port reset")
+    lines += textwrap.wrap("; ".join(f"{HEADERS[c]}: {LEGEND[c][0]}" for c in CLAIMS) + " (words as in verdict's "
+                           "legend: faulted, wrote, yes, inferred, no evidence, ...)", width, break_on_hyphens=False)
     lines.append("a -> b: before -> after; * changed, - only in before, + only in after")
     changed = cmp.changed
     lines.append(f"{len(changed)} of {len(cmp.endpoints)} endpoints changed" + (":" if changed else ""))
@@ -520,6 +529,8 @@ def compare_json(cmp: Comparison) -> dict:
         return {"bdf": e.bdf, "name": e.name, "driver": e.driver, "ids": e.ids, "status": e.status,
                 "claims": {c: {"before": ch.before, "after": ch.after, "changed": ch.changed}
                            for c, ch in e.claims.items()},
+                "words": {c: {"before": ch.before, "after": ch.after, "changed": ch.changed}
+                          for c, ch in e.words.items()},
                 "verdict": {"before": e.verdict.before, "after": e.verdict.after},
                 "post_crash_completions": {"before": e.completions.before, "after": e.completions.after},
                 "faults": {"before": e.faults.before, "after": e.faults.after},

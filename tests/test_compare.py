@@ -13,12 +13,14 @@ import pytest
 from conftest import SAMPLES, ground_truth_pci
 
 import dumpkit
+from dumpkit import claim_words
 from dumpkit.verdict import judge
 from dumpkit.verdict_render import (CLAIMS, COMPARE_WIDTH, DumpSide, claim_word, compare_json, compare_text,
                                     compare_verdicts)
 
 BEFORE, AFTER = "copied-traffic", "patched-copied"
-WORDS = {"yes", "no", "unknown", "n/a"}
+WORDS = set(claim_words.WORDS)
+_WORD = "|".join(re.escape(w) for w in sorted(WORDS, key=len, reverse=True))
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:
@@ -61,7 +63,7 @@ def table_rows(text: str) -> dict[str, str]:
 
 def claim_cells(line: str) -> list[str]:
     """The four claim cells of a table line (``a -> b`` kept together)."""
-    return re.findall(r"(?:yes|no|unknown|n/a)(?: -> (?:yes|no|unknown|n/a))?", line.split("  ", 2)[-1])[:4]
+    return re.findall(rf"(?:{_WORD})(?: -> (?:{_WORD}))?", line.split("  ", 2)[-1])[:4]
 
 
 def test_text_is_narrow_and_has_no_missing_values(text):
@@ -83,10 +85,12 @@ def test_one_line_per_endpoint_with_short_claim_words(text, data):
 def test_changes_are_marked_where_a_claim_differs(text, data):
     rows = table_rows(text)
     for e in data["endpoints"]:
-        differs = any(c["before"] != c["after"] for c in e["claims"].values())
+        differs = any(c["before"] != c["after"] for c in e["words"].values())
         assert (rows[e["bdf"]][0] == "*") == differs, rows[e["bdf"]]
         assert (e["status"] == "changed") == differs
-        for name, c in e["claims"].items():
+        # a plain claim (yes/no/unknown/n/a) that changed is a word that changed
+        assert all(e["words"][n]["changed"] for n, c in e["claims"].items() if c["changed"])
+        for name, c in e["words"].items():
             cell = claim_cells(rows[e["bdf"]])[CLAIMS.index(name)]
             assert cell == (f"{c['before']} -> {c['after']}" if c["changed"] else c["before"]), (e["bdf"], name)
     assert [c["bdf"] for c in data["changes"]] == [e["bdf"] for e in data["endpoints"] if e["status"] != "same"]
