@@ -582,11 +582,11 @@ def test_cli_verbose_selects_slots(cli_case):
     r = run_pci(dump, "-v", "-s", bus)
     assert r.stdout.count("\tstruct pci_dev: ") == sum(d.bdf.startswith(f"0000:{bus}") for d in tree)
     r = run_pci(dump, "-v", "-s", "ff:1f.7")
-    assert r.returncode == 3 and "no function at ff:1f.7" in r.stderr
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")      # as lspci: no match, no output
 
 
-@pytest.mark.parametrize("flags", [["-v", "--json"], ["-v", "--csv"], ["-s", "00:00.0"], ["-v", "-s", "zz"],
-                                   ["--tree", "-v", "-s", "00:00.0"]])
+@pytest.mark.parametrize("flags", [["-v", "--json"], ["-v", "--csv"], ["-v", "-s", "zz"], ["-n", "--csv"],
+                                   ["--tree", "-k"]])
 def test_cli_verbose_option_conflicts_exit_2(flags):
     r = run_pci(dump_path(DUMPS[0]), *flags)
     assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr
