@@ -8,14 +8,11 @@ from dataclasses import dataclass, field
 
 import drgn
 
-from dumpkit.iommu import amd, vtd
+from dumpkit.iommu.backends import BACKENDS
 from dumpkit.iommu.model import DeviceMappings, IommuEvent, TranslationEntry, Unit, lookup
 from dumpkit.kernel import device_iommu_group
 
 __all__ = ["IommuState", "collect_iommu", "BACKENDS"]
-
-# vendor name -> backend module with present(prog) and collect(prog, pci_bdfs)
-BACKENDS = {vtd.VENDOR: vtd, amd.VENDOR: amd}
 
 
 @dataclass
@@ -68,9 +65,10 @@ def collect_iommu(dump, logs=(), faults: list | None = None, log_sources: list[s
     prog = dump.prog
     state = IommuState()
     pci_bdfs = {d.bdf for d in dump.pci()}
-    for vendor, backend in BACKENDS.items():
-        if not backend.present(prog):
+    for backend in BACKENDS:
+        if not backend.reads_memory or not backend.detect(prog):
             continue
+        vendor = backend.name
         got = backend.collect(prog, pci_bdfs)
         state.vendors.append(vendor)
         state.units += got.units

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import drgn
 
+from dumpkit.iommu.backends import DMA_FAULT_KINDS
 from dumpkit.iommu.logbase import FaultRecord
 from dumpkit.iommu.model import DeviceMappings, lookup
 from dumpkit.pci.collect import PciTree
@@ -75,7 +76,7 @@ def correlate_faults(prog: drgn.Program, tree: PciTree, mappings: list[DeviceMap
     buffers_cache: dict[str, list[DmaBuffer]] = {}
     out = []
     for f in faults:
-        if f.kind not in ("dma-remap", "amd-vi:io_page_fault", "arm-smmu-v3:event") or f.address is None:
+        if f.kind not in DMA_FAULT_KINDS or f.address is None:
             continue
         requester, note = _find_device(tree, f.requester)
         corr = FaultCorrelation(f, None, None, None, None, None, None, note)

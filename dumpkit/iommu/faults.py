@@ -20,12 +20,10 @@ from __future__ import annotations
 import re
 from typing import Iterable, Iterator
 
-from dumpkit.iommu.amd.log import AmdLog
+from dumpkit.iommu.backends import BACKENDS
 from dumpkit.iommu.logbase import LINE_MAX, FaultRecord, LogDialect, pci_name_before, strip_prefix, unit_from_prefix
-from dumpkit.iommu.smmu.log import SmmuLog
-from dumpkit.iommu.vtd.log import FSTS_BITS, VtdLog
 
-__all__ = ["FaultRecord", "parse_log", "parse_lines", "parse_printk", "FSTS_BITS", "LINE_MAX", "DIALECTS"]
+__all__ = ["FaultRecord", "parse_log", "parse_lines", "parse_printk", "LINE_MAX", "DIALECTS"]
 
 
 class PciLog(LogDialect):
@@ -79,9 +77,9 @@ class PciLog(LogDialect):
         return False
 
 
-#: The dialects, in the order a line is offered to them (SMMU first: a v3 event's raw
-#: words continue it on the lines after).
-DIALECTS: tuple[type[LogDialect], ...] = (SmmuLog, VtdLog, AmdLog, PciLog)
+#: The dialects, in the order a line is offered to them: the backends' in their probe order
+#: (:mod:`dumpkit.iommu.backends`), then the PCI core's.
+DIALECTS: tuple[type[LogDialect], ...] = (*(b.log for b in BACKENDS if b.log), PciLog)
 _KEYWORDS = tuple(dict.fromkeys(kw for d in DIALECTS for kw in d.keywords))
 _FOLLOW = [d.follow for d in DIALECTS if d.follow]
 # what str.splitlines() also ends a line at, besides "\n" (and "\r\n"), and runs of NUL

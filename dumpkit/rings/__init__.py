@@ -1,18 +1,20 @@
 """Post-crash DMA evidence from device rings in the crashed kernel's memory: one small
-decoder per driver behind :class:`~dumpkit.rings.base.RingDecoder`. Built-in decoders
-and those other packages register in the ``dumpkit.rings`` entry-point group (an entry
-point names a ``RingDecoder`` or a list of them) form one registry; callers ask by
-device, never by driver."""
+decoder per driver behind :class:`~dumpkit.rings.base.RingDecoder`. A built-in decoder is
+one module of this package with a ``DECODER`` (found by listing the package, so adding
+one touches no other file); other packages register theirs in the ``dumpkit.rings``
+entry-point group (an entry point names a ``RingDecoder`` or a list of them). Both form
+one registry; callers ask by device, never by driver."""
 
 from __future__ import annotations
 
 import functools
+import importlib
+import pkgutil
 import sys
 
 import drgn
 
 from dumpkit.kernel import device_driver_name, device_name
-from dumpkit.rings import ahci, e1000, e1000e, megaraid_sas, nvme, pvscsi, virtio, vmxnet3, xhci
 from dumpkit.rings.base import DmaBuffer, QueueEvidence, RingDecoder, RingEvidence, read_trail
 from dumpkit.target.debuginfo import module_debug_status
 
@@ -20,9 +22,23 @@ __all__ = ["RingEvidence", "QueueEvidence", "DmaBuffer", "RingDecoder", "decoder
            "ring_evidence", "iommu_bypass", "dma_buffers", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "dumpkit.rings"
-BUILTIN = (e1000e.DECODER, nvme.DECODER, virtio.DECODER, e1000.DECODER, vmxnet3.DECODER, pvscsi.DECODER,
-           megaraid_sas.DECODER, ahci.DECODER, xhci.DECODER)
 READ_ERRORS = (drgn.FaultError, LookupError, ValueError, TypeError, AttributeError)
+
+
+def _builtin() -> tuple[RingDecoder, ...]:
+    """The ``DECODER`` of every module of this package, by module name. Listing the package
+    rather than entry points keeps the built-ins working from a source tree that was
+    never installed (no distribution metadata)."""
+    found = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        decoder = getattr(module, "DECODER", None)
+        if isinstance(decoder, RingDecoder):
+            found.append(decoder)
+    return tuple(found)
+
+
+BUILTIN = _builtin()
 
 
 @functools.cache

@@ -7,14 +7,16 @@ from dataclasses import dataclass, field
 
 import drgn
 
+from dumpkit.iommu.amd.log import AmdLog
 from dumpkit.iommu.amd.devtable import collect_entries, decode_dte, dte_source, scope_ranges
 from dumpkit.iommu.amd.eventlog import collect_events, decode_event
 from dumpkit.iommu.amd.pagetable import walk_v1
 from dumpkit.iommu.amd.units import collect_units
+from dumpkit.iommu.backend import Backend
 from dumpkit.iommu.model import (DeviceMappings, IommuEvent, TranslationEntry, Unit, summarise, table_source,
                                   unknown_entry)
 
-__all__ = ["AmdState", "collect", "present", "decode_dte", "decode_event", "walk_v1"]
+__all__ = ["BACKEND", "AmdState", "collect", "present", "decode_dte", "decode_event", "walk_v1"]
 
 VENDOR = "amd-vi"
 
@@ -127,3 +129,7 @@ def _devid(bdf: str) -> int:
 
 def _in_unit(bdf: str, u) -> bool:
     return int(bdf[:4], 16) == u.segment and _devid(bdf) <= u.last_bdf
+
+
+BACKEND = Backend(name=VENDOR, title="AMD-Vi", detect=present, collect=collect, log=AmdLog,
+                  dma_fault_kinds=("amd-vi:io_page_fault",))

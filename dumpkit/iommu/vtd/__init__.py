@@ -9,10 +9,12 @@ import dataclasses
 
 import drgn
 
+from dumpkit.iommu.backend import Backend
 from dumpkit.iommu.model import TranslationEntry, Unit, unknown_entry
+from dumpkit.iommu.vtd.log import VtdLog
 from dumpkit.kernel import device_name
 
-__all__ = ["present", "collect", "VENDOR"]
+__all__ = ["BACKEND", "present", "collect", "VENDOR"]
 
 VENDOR = "intel-vtd"
 ADDR_MASK = ((1 << 52) - 1) & ~0xFFF
@@ -180,3 +182,7 @@ def collect(prog: drgn.Program, pci_bdfs: set[str] = frozenset()) -> VtdState:
             e.device = e.bdf
     state.entries = sorted(entries, key=lambda e: e.bdf)
     return state
+
+
+BACKEND = Backend(name=VENDOR, title="Intel VT-d", detect=present, collect=collect, log=VtdLog,
+                  dma_fault_kinds=("dma-remap",))

@@ -1,0 +1,22 @@
+"""The IOMMU backends, declared once, in the order they are probed and their log dialects
+are offered a line (pciutils' ``lib/init.c`` probe list is the model). A new vendor is a
+package with a ``BACKEND`` record and one line here."""
+
+from __future__ import annotations
+
+from dumpkit.iommu import amd, smmu, vtd
+from dumpkit.iommu.backend import Backend
+
+__all__ = ["BACKENDS", "DMA_FAULT_KINDS", "backend"]
+
+#: SMMU first: a v3 event's raw words continue it on the lines after, which the other
+#: dialects must not take; VT-d before AMD-Vi keeps the vendor order of mixed reports.
+BACKENDS: tuple[Backend, ...] = (smmu.BACKEND, vtd.BACKEND, amd.BACKEND)
+
+#: fault kinds, of every vendor, that carry a requester and a DMA address
+DMA_FAULT_KINDS: frozenset[str] = frozenset(k for b in BACKENDS for k in b.dma_fault_kinds)
+
+
+def backend(name: str) -> Backend | None:
+    """The backend of a vendor name ("intel-vtd"), or None."""
+    return next((b for b in BACKENDS if b.name == name), None)
