@@ -332,7 +332,8 @@ def provenance_markdown(prov: dict) -> str:
     which parameters, then the dumps, capture logs and debug files."""
     about = [{"item": "date", "value": prov["date"]}]
     about += [{"item": k, "value": v} for k, v in prov["software"].items() if v]
-    about.append({"item": "parameters", "value": ", ".join(f"{k}={v!r}" for k, v in prov["parameters"].items())})
+    about.append({"item": "parameters", "value": ", ".join(f"{k}={'—' if v is None else repr(v)}"
+                                                         for k, v in prov["parameters"].items())})
     return (f"## Provenance\n\n{_table(about)}\n"
             f"### Dumps\n\n{_table(prov['dumps'])}\n"
             f"### Capture logs\n\n{_table(prov['capture logs'])}\n"
