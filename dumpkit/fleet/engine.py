@@ -198,8 +198,6 @@ def run_on_cluster(client, paths: Sequence[str | os.PathLike], *, index=None, de
     is cancelled, its worker restarted, and its row says "timed out". A dump whose worker
     died twice is reported with that reason. Closing the generator cancels what is left.
     """
-    from distributed import KilledWorker
-
     paths = [str(p) for p in paths]
     started: dict[int, tuple[float, str]] = {}
 
@@ -225,26 +223,7 @@ def run_on_cluster(client, paths: Sequence[str | os.PathLike], *, index=None, de
             now = time.monotonic()
             finished = []
             for fut, i in list(pending.items()):
-                result = None
-                if fut.status == "finished":
-                    try:
-                        result = fut.result()
-                    except Exception as e:
-                        result = _error(paths[i], f"internal error: {type(e).__name__}: {e}")
-                elif fut.status == "error":
-                    exc = fut.exception()
-                    if isinstance(exc, KilledWorker):
-                        result = _error(paths[i], f"its worker process died twice while analysing it (over the "
-                                                  f"memory limit{limit}, or a crash); retried once")
-                    else:
-                        result = _error(paths[i], f"internal error: {type(exc).__name__}: {exc}")
-                elif fut.status == "cancelled":
-                    result = _error(paths[i], "cancelled by the cluster")
-                elif i in started and now - started[i][0] > timeout:
-                    fut.cancel()
-                    with contextlib.suppress(Exception):
-                        client.restart_workers([started[i][1]], raise_for_error=False)
-                    result = _error(paths[i], f"timed out after {timeout:g} s")
+                result = _outcome(client, fut, paths[i], started.get(i), now, timeout, limit)
                 if result is not None:
                     finished.append((i, result))
                     del pending[fut]
@@ -273,6 +252,34 @@ def run_on_cluster(client, paths: Sequence[str | os.PathLike], *, index=None, de
                 client.cancel(list(pending))
         with contextlib.suppress(Exception):
             client.unsubscribe_topic(START_TOPIC)
+
+
+def _outcome(client, fut, path: str, start: tuple[float, str] | None, now: float, timeout: float,
+             limit: str) -> dict | None:
+    """The result of one dump's task once it is over (finished, failed, cancelled, or over
+    its time limit, in which case it is cancelled and its worker restarted); None while
+    it runs."""
+    from distributed import KilledWorker
+
+    if fut.status == "finished":
+        try:
+            return fut.result()
+        except Exception as e:
+            return _error(path, f"internal error: {type(e).__name__}: {e}")
+    if fut.status == "error":
+        exc = fut.exception()
+        if isinstance(exc, KilledWorker):
+            return _error(path, f"its worker process died twice while analysing it (over the memory limit{limit}, "
+                                "or a crash); retried once")
+        return _error(path, f"internal error: {type(exc).__name__}: {exc}")
+    if fut.status == "cancelled":
+        return _error(path, "cancelled by the cluster")
+    if start is not None and now - start[0] > timeout:
+        fut.cancel()
+        with contextlib.suppress(Exception):
+            client.restart_workers([start[1]], raise_for_error=False)
+        return _error(path, f"timed out after {timeout:g} s")
+    return None
 
 
 def _error(path: str, reason: str) -> dict:
