@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import lzma
 import os
@@ -112,3 +113,25 @@ def live_guest(tmp_path_factory):
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+# -- helpers shared by the test files -------------------------------------------------------
+
+def sha256(path) -> str:
+    """A file's SHA-256, read in 1 MiB blocks (dumps are large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """``python -m dumpkit.cli ARGS`` in a child process, its output captured as text."""
+    return subprocess.run([sys.executable, "-m", "dumpkit.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+def nic(scenario: str) -> str:
+    """The e1000e NIC of a committed scenario, by the guest's own sysfs."""
+    return next(b for b, d in ground_truth_pci(scenario).items() if d["driver"] == "e1000e")

@@ -3,7 +3,6 @@ traceback, no hang, and the input never modified."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -11,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ELF_DUMPS, SAMPLES, dump_path
+from conftest import ELF_DUMPS, SAMPLES, dump_path, sha256
 
 import dumpkit.target.open as target_open
 from dumpkit.cli import main
@@ -35,10 +34,6 @@ def assert_one_line_error(r: subprocess.CompletedProcess, code: int, *words: str
     assert len(lines) == 1 and lines[0].startswith("dumpkit: error: "), r.stderr
     for w in words:
         assert w in lines[0], lines[0]
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def truncated(src: Path, tmp_path: Path, fraction: float) -> Path:
@@ -206,9 +201,10 @@ def _patch_elf_phys(path: Path, paddr: int, data: bytes) -> None:
 def test_corrupted_pci_device_list(tmp_path, elf_vmcore, damage):
     """The kernel's PCI device list damaged in a copy of the ELF vmcore: the functions before
     the damage are printed, then one error line, exit 7; never a hang or a traceback."""
-    import dumpkit
     from drgn.helpers.linux.list import list_for_each_entry
     from drgn.helpers.linux.mm import virt_to_phys
+
+    import dumpkit
 
     broken = tmp_path / "vmcore.elf"
     shutil.copy(elf_vmcore, broken)

@@ -7,7 +7,6 @@ what the undamaged dump gives."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import drgn
 import pytest
-from conftest import SAMPLES, cached_dump, cached_samples
+from conftest import SAMPLES, cached_dump, cached_samples, sha256
 from drgn.helpers.linux.mm import follow_phys
 from kdump_damage import damage_page
 
@@ -49,10 +48,6 @@ def assert_clean(r: subprocess.CompletedProcess) -> None:
     if r.returncode not in (0, 1):
         errors = [x for x in r.stderr.splitlines() if x.startswith("dumpkit: error: ")]
         assert len(errors) == 1, r.stderr
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # -- where the objects are ----------------------------------------------------------------

@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import CACHE, SAMPLES
+from conftest import CACHE, SAMPLES, run_cli
 
 VMCORE = SAMPLES / "idle" / "vmcore.kdump"
 VMLINUX = SAMPLES / "kernel" / "vmlinux.debug"
-
-
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dumpkit.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def _section(path: Path, name: str) -> tuple[int, int]:
@@ -59,7 +54,7 @@ def test_damaged_kernel_debug_file_is_named(tmp_path, as_dir):
     where.mkdir(exist_ok=True)
     bad = _flip(VMLINUX, where / ("vmlinux" if as_dir else "kernel.debug"), ".debug_info", 4096)
     for command in ("info", "verdict"):
-        r = _run(command, str(VMCORE), "--debuginfo", str(where if as_dir else bad))
+        r = run_cli(command, str(VMCORE), "--debuginfo", str(where if as_dir else bad))
         _one_line(r, 4, str(bad), "cannot be read", "copy or unpack it again")
 
 
@@ -83,11 +78,11 @@ def test_damaged_module_debug_file_costs_that_module_only(tmp_path):
     good = next(debug.rglob("e1000e.ko"))
     bad = _flip(good, tmp_path / "e1000e.ko", ".debug_abbrev", 16)
     boot = next(debug.rglob("vmlinux-*")).parent
-    r = _run("info", str(dump), "--debuginfo", str(boot), "--debuginfo", str(bad))
+    r = run_cli("info", str(dump), "--debuginfo", str(boot), "--debuginfo", str(bad))
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
     line = next(x for x in r.stdout.splitlines() if x.strip().startswith("e1000e "))
     assert f"{bad} cannot be read" in line, line
-    r = _run("verdict", str(dump), "--json", "--debuginfo", str(boot), "--debuginfo", str(bad))
+    r = run_cli("verdict", str(dump), "--json", "--debuginfo", str(boot), "--debuginfo", str(bad))
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
     nic = next(e for e in json.loads(r.stdout)["endpoints"] if e["driver"] == "e1000e")
     assert nic["did_dma_after_crash"] is None                  # its rings need e1000e's types

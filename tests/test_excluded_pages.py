@@ -6,11 +6,8 @@ makedumpfile older than the kernel drops at -d 31)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
-from conftest import SAMPLES
+from conftest import SAMPLES, run_cli
 from drgn.helpers.linux.mm import follow_phys
 from kdump_damage import damage_page, exclude_page, page_descriptor
 
@@ -20,10 +17,6 @@ from dumpkit.target.walk import pci_devices
 
 SAMPLE = SAMPLES / "nocopy-fault" / "vmcore.kdump"
 NIC = "0000:02:00.0"
-
-
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dumpkit.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +40,7 @@ def test_excluded_page_is_named_as_the_dump_levels_not_damage(tmp_path, nic_page
     assert (page_descriptor(copy, nic_page) is None) == (how == "excluded")
     prog = dumpkit.open(copy).prog
     reason = missing_page_reason(prog, nic_page)
-    r = _run("verdict", str(copy), "--json")
+    r = run_cli("verdict", str(copy), "--json")
     assert "Traceback" not in r.stderr
     said = r.stdout + r.stderr
     if how == "excluded":

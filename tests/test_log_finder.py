@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES
+from conftest import SAMPLES, run_cli
 
 from dumpkit.kdump.capture import find_capture_logs
 
@@ -28,10 +27,6 @@ LAYOUTS = {
     "makedumpfile": ("crash.kdump", "crash.kdump.dmesg"),
     "dumpkit": ("vmcore.kdump", "capture-dmesg.txt"),
 }
-
-
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dumpkit.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def _dump_dmesg(vmcore: Path, out: Path) -> Path:
@@ -65,7 +60,7 @@ def test_each_layouts_log_is_found(tmp_path, layout):
 @pytest.mark.parametrize("layout", ["kdump-tools", "rhel", "suse"])
 def test_crashed_kernels_own_log_is_used(tmp_path, layout, own_logs):
     dump = _layout(tmp_path, layout, own_logs[NOCOPY.name])
-    r = _run("verdict", str(dump), "--json")
+    r = run_cli("verdict", str(dump), "--json")
     assert r.returncode == 0, r.stderr
     v = json.loads(r.stdout)
     log = str(dump.parent / LAYOUTS[layout][1])
@@ -77,7 +72,7 @@ def test_crashed_kernels_own_log_is_used(tmp_path, layout, own_logs):
 @pytest.mark.parametrize("layout", ["kdump-tools", "rhel", "makedumpfile"])
 def test_capture_kernels_log_under_a_tools_name_attributes_faults(tmp_path, layout):
     dump = _layout(tmp_path, layout, NOCOPY / "capture-dmesg.txt")
-    r = _run("verdict", str(dump), "--json")
+    r = run_cli("verdict", str(dump), "--json")
     assert r.returncode == 0, r.stderr
     v = json.loads(r.stdout)
     nic = next(e for e in v["endpoints"] if e["bdf"] == NIC)
@@ -90,7 +85,7 @@ def test_capture_kernels_log_under_a_tools_name_attributes_faults(tmp_path, layo
 def test_another_crashs_log_under_kdump_tools_name_is_refused(tmp_path, which, own_logs):
     log = own_logs[OTHER.name] if which == "own log" else OTHER / "capture-dmesg.txt"
     dump = _layout(tmp_path, "kdump-tools", log)
-    r = _run("verdict", str(dump))
+    r = run_cli("verdict", str(dump))
     assert r.returncode == 3, (r.returncode, r.stderr)
     assert "from another crash" in r.stderr and f"dmesg.{STAMP}" in r.stderr
     assert "Traceback" not in r.stderr
@@ -105,6 +100,6 @@ def test_output_onto_a_log_found_beside_the_dump_is_refused(tmp_path, command, l
     log = dump.parent / LAYOUTS[layout][1]
     before = log.read_bytes()
     target = str(dump.parent) if command == "triage" else str(dump)
-    r = _run(command, target, "-o", str(log))
+    r = run_cli(command, target, "-o", str(log))
     assert r.returncode == 8, (r.returncode, r.stderr)
     assert "one of the inputs" in r.stderr and log.read_bytes() == before

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 import drgn
@@ -18,19 +17,12 @@ from conftest import (
     dump_id,
     dump_path,
     ground_truth_pci,
+    sha256,
 )
 from drgn.helpers.linux.pci import for_each_pci_dev
 
 DMAR_FAULT = re.compile(r"DMAR: \[DMA (?:Read|Write)[^\]]*\] Request device \[([0-9a-f]{2}:[0-9a-f]{2}\.[0-7])\]")
 SCENARIOS = sorted({d["scenario"] for d in DUMPS})
-
-
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def open_dump(entry: dict) -> drgn.Program:
