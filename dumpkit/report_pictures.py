@@ -87,7 +87,7 @@ def plot_claim_changes(before: Verdicts, after: Verdicts, names: tuple[str, str]
     rows = [e for e in cmp.endpoints if e.status != "same"] if only_changed else cmp.endpoints
     cols = [*CLAIMS, "faults", "completions"]
     heads = [_SHORT[c] for c in CLAIMS] + ["faults", "completions\nnot processed"]
-    width_in = [1.5] * len(CLAIMS) + [1.1, 1.3]
+    width_in = [1.75] * len(CLAIMS) + [1.0, 1.4]
     label_in = 3.2
     fig_w = label_in + sum(width_in) + 0.3
     fig_h = 0.6 * max(len(rows), 1) + 1.7

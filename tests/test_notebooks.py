@@ -27,6 +27,9 @@ def test_01_investigate_runs_headless(tmp_path, dump):
     assert "6.1.192" in html
     text = "".join("".join(o.get("text", "")) for o in outs)
     assert "IOMMU: intel-vtd" in text and "no loadable modules in this kernel" in text
+    # every section ends with what to look for in it
+    nb_src = [("".join(c["source"])) for c in nb["cells"] if c["cell_type"] == "markdown"]
+    assert sum(src.startswith("*What to look for:*") for src in nb_src) >= 5
 
 
 def test_01_without_a_dump_says_what_to_set(tmp_path):
@@ -57,9 +60,9 @@ def test_02_before_after_runs_headless(tmp_path):
                       {"dump": str(SAMPLES / "copied-traffic" / "vmcore.kdump"),
                        "after": str(SAMPLES / "patched-copied" / "vmcore.kdump")})
     outs = outputs(nb)
-    assert sum("image/png" in o.get("data", {}) for o in outs) == 3   # trees, timeline, completions
+    assert sum("image/png" in o.get("data", {}) for o in outs) == 4   # what changed, two trees, timeline
     html = "".join("".join(o.get("data", {}).get("text/html", "")) for o in outs)
-    assert "stopped by reset" in html and "secondary bus reset" in html
+    assert "stopped by a reset <b>no → yes</b>" in html and "0000:00:02.0 reset" in html
 
 
 def test_03_fleet_views_run_headless(tmp_path):
