@@ -3,6 +3,7 @@ arbitrary text (hypothesis)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -244,6 +245,16 @@ def timed_parse(text: str) -> tuple[list, float]:
     return recs, time.perf_counter() - t
 
 
+@functools.cache
+def ordinary_log_seconds(size: int) -> float:
+    """What parsing a real capture log of ``size`` characters costs on this machine now:
+    the baseline of the large hostile inputs, measured in the same run, so that a busy
+    machine slows both alike (hostile lines cost 0.15-0.75 of it; a quadratic pattern
+    costs thousands of times more)."""
+    log = (SAMPLES / "copied-traffic" / "capture-dmesg.txt").read_text(errors="replace")
+    return timed_parse((log * (size // len(log) + 1))[:size])[1]
+
+
 def filler(kind: str, n: int) -> str:
     """n characters of one line (no line break) that once took the parser quadratic time."""
     if kind == "random":        # any byte but a line break, as latin-1 characters
@@ -271,10 +282,11 @@ def test_a_1mib_line_of_anything_is_fast_and_a_record_at_its_start_is_kept(kind)
 
 
 @pytest.mark.parametrize("kind", ["nul", "A", "random", "fragment"])
-def test_a_64mib_line_parses_in_under_5_seconds(kind):
+def test_a_64mib_line_costs_no_more_than_a_real_log_of_its_size(kind):
     text = filler(kind, 64 * MiB)
     recs, took = timed_parse(text)
-    assert took < 5.0, f"{kind}: {took:.1f} s"
+    baseline = ordinary_log_seconds(len(text))
+    assert took < 2 * baseline, f"{kind}: {took:.1f} s, a real log of that size {baseline:.1f} s"
     if kind == "fragment":      # the record at the start of the line; the rest is past the cut
         assert [key(r) for r in recs] == [FAULT_KEY]
 
@@ -282,15 +294,17 @@ def test_a_64mib_line_parses_in_under_5_seconds(kind):
 def test_a_nul_hole_ends_a_line():
     """A sparse-file hole (or a log truncated under its writer) between two records: the
     record after the hole is on the same line as the hole, and is found."""
-    recs, took = timed_parse(FAULT_LINE + "\n" + "\0" * (16 * MiB) + FAULT_LINE + "\n")
-    assert took < 2.0 and [key(r) for r in recs] == [FAULT_KEY, FAULT_KEY]
+    text = FAULT_LINE + "\n" + "\0" * (16 * MiB) + FAULT_LINE + "\n"
+    recs, took = timed_parse(text)
+    assert took < 2 * ordinary_log_seconds(len(text)) and [key(r) for r in recs] == [FAULT_KEY, FAULT_KEY]
 
 
 def test_many_long_lines_cost_linear_time():
     """Lines at the length cut, each full of near-matches: 16 MiB of them."""
     line = filler("fragment", LINE_MAX - 1) + "\n"
-    recs, took = timed_parse(line * (16 * MiB // LINE_MAX))
-    assert took < 5.0, took
+    text = line * (16 * MiB // LINE_MAX)
+    recs, took = timed_parse(text)
+    assert took < 2 * ordinary_log_seconds(len(text)), took
 
 
 HOSTILE_UNITS = [FAULT_LINE[:k] for k in (5, 16, 30, 45, 60, 75, 90, 110)] + [
