@@ -21,6 +21,7 @@ from drgn.helpers.linux.device import dev_name
 import dumpkit
 from dumpkit.pci import collect_pci
 from dumpkit.pci.collect import LAYOUT_CACHE_KEY, pci_layout
+from dumpkit.pci.drivers import kernel_modules
 from dumpkit.pci.ids import PciIds, cache_dir
 from dumpkit.pci.render import (HEX_FIELDS, detail_text, device_text, lspci_name, resources_frame, to_frame,
                                 to_json, tree_text)
@@ -555,7 +556,8 @@ def test_cli_verbose_is_one_lspci_block_per_function(cli_case):
     dump, tree, truth_dir = cli_case
     r = run_pci(dump, "-v")
     assert r.returncode == 0 and r.stderr == "", r.stderr
-    assert r.stdout == detail_text(tree) + "\n"
+    modules = kernel_modules(dumpkit.open(dump).prog, tree).by_bdf      # -v ends blocks as lspci -v: driver, modules
+    assert r.stdout == detail_text(tree, modules=modules) + "\n"
     blocks = {b.split(" ", 1)[0]: b for b in r.stdout.split("\n\n") if re.match(r"[0-9a-f]{4}:", b)}
     assert list(blocks) == [d.bdf for d in tree]
     theirs = lspci_blocks(truth_dir)
@@ -574,10 +576,11 @@ def test_cli_verbose_is_one_lspci_block_per_function(cli_case):
 def test_cli_verbose_selects_slots(cli_case):
     dump, tree, _truth_dir = cli_case
     ep = next(d for d in tree if d.driver and not d.is_bridge)
+    modules = kernel_modules(dumpkit.open(dump).prog, tree).by_bdf
     for slot in (ep.bdf, short(ep.bdf), short(ep.bdf).upper()):
         r = run_pci(dump, "-v", "-s", slot)
         assert r.returncode == 0, r.stderr
-        assert r.stdout == detail_text(tree, [ep.bdf]) + "\n"
+        assert r.stdout == detail_text(tree, [ep.bdf], modules=modules) + "\n"
     bus = short(ep.bdf).split(":")[0] + ":"
     r = run_pci(dump, "-v", "-s", bus)
     assert r.stdout.count("\tstruct pci_dev: ") == sum(d.bdf.startswith(f"0000:{bus}") for d in tree)
