@@ -83,49 +83,74 @@ def test_single_dump_report_names_no_other_dump(single):
 
 def test_single_dump_report_shows_the_dump(single):
     text = visible_text(single)
-    for heading in ("Provenance", "Modules", "Verdicts with their evidence", "PCI tree at the time of the dump",
-                    "kdump state", "IOMMU state", "Faults", "Capture-kernel timeline"):
-        assert heading in text, heading
+    order = ["Conclusion", "The PCI tree", "Claims per endpoint", "Faults resolved to buffers",
+             "Capture-kernel timeline", "Details", "Modules", "PCI functions", "kdump state", "IOMMU state",
+             "Provenance"]
+    at = [text.find(f"{h} ¶") for h in order]
+    assert -1 not in at and at == sorted(at), dict(zip(order, at, strict=True))
     assert "Kernel panic - not syncing: sysrq triggered crash" in text
     assert "no loadable modules in this kernel" in text
-    assert "DMA after crash, hit capture kernel" in text and "e1000e RX descriptor ring" in text
-    assert "PTE Read access is not set" in text and "table-copy failed" in text
+    assert "e1000e RX descriptor ring" in text
+    assert "PTE Read access is not set" in text and "DMA translation tables: copy failed" in text
+    assert "interrupt-remapping table: copied" in text and "table-copy copied" not in text
     assert pictures(single) == 2       # the tree, the timeline
     assert "Traceback" not in single
 
 
-def test_provenance_lists_every_input(single):
-    prov = visible_text(single).split("Investigate one dump")[0]
-    dump, log = SAMPLES / "nocopy-fault" / "vmcore.kdump", SAMPLES / "nocopy-fault" / "capture-dmesg.txt"
-    assert str(dump) in prov and sha256(dump) in prov
-    assert next(d["sha256"] for d in MANIFEST["dumps"] if d["file"] == "nocopy-fault/vmcore.kdump") in prov
-    assert str(log) in prov and sha256(log) in prov
-    debug = SAMPLES / MANIFEST["kernel"]["debug_file"]
-    assert str(debug.resolve()) in prov and MANIFEST["kernel"]["build_id"] in prov
-    import drgn
+def test_the_conclusion_comes_first_and_names_the_endpoint(single):
+    text = visible_text(single)
+    head = text[:text.find("The PCI tree ¶")]
+    assert "Conclusion" in head and "1 of 10 endpoints did DMA after the crash" in head
+    sentence = head[head.find("0000:02:00.0"):]
+    assert sentence.startswith("0000:02:00.0 82574L Gigabit Network Connection [e1000e]")
+    assert "DMA after the crash yes" in sentence and "in the capture kernel: yes" in sentence
+    assert "IOMMU fault" in sentence          # the evidence, as the verdict words it
+    assert text.find("Provenance ¶") > text.find("IOMMU state ¶")
 
-    assert f"dumpkit {dumpkit.__version__}" in prov and f"drgn {drgn.__version__}" in prov
-    assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", prov)
-    for param in ("dump", "capture_log", "debuginfo"):
-        assert f" {param}=" in prov or f", {param}=" in prov, param
-    assert "after" not in prov      # the single-dump notebook takes no second dump
+
+def test_tables_read_as_words_and_hex(single):
+    text = visible_text(single[single.find("Conclusion"):single.find("Provenance")])
+    for raw in ("NaN", "None", "True", "False", "<NA>"):
+        assert not re.search(rf"(?<![\w-]){raw}(?![\w-])", text), raw
+    body = single[single.find("Conclusion"):single.find("Provenance")]
+    assert not re.findall(r"<td[^>]*>\s*-?\d+\.0\s*</td>", body)    # 81.0: an int through a float
+    assert re.search(r"<td[^>]*>\s*81\s*</td>", body)                # the NIC's completions, as an int
+    assert "0xd000000-0x16ffffff" in text            # crash_kernel_reserved as a range
+    assert "saved command" in text and "0x507" in text and "1287" not in text
+    assert "0xffffc000" in text                       # the fault's IOVA
+    assert "16 MiB" in text and "16777216" not in text
+    assert "none: every field was determined" in text  # no empty table
+
+
+def test_code_is_hidden_unless_asked(single, tmp_path):
+    cells = re.findall(r'<div class="jp-Cell jp-CodeCell([^"]*)"', single)
+    assert cells and all("jp-mod-noInput" in c for c in cells)
+    assert "from dumpkit.report_tables import" not in visible_text(single)
+    out = tmp_path / "code.html"
+    render_report(SAMPLES / "idle" / "vmcore.kdump", out, show_code=True)
+    code = visible_text(out.read_text())
+    assert "from dumpkit.report_tables import" in code
+    assert "capture_log = [" in code and "capture_log = None" not in code   # papermill's cell, not the defaults
 
 
 def test_the_notebooks_own_defaults_are_not_in_the_report(single):
-    # papermill's injected cell says what ran; the notebook's defaults cell is dropped
-    assert single.count("capture_log") >= 2 and "capture_log = None" not in visible_text(single)
+    # the provenance says what ran; the notebook's defaults cell is dropped (code shown or not)
+    assert "capture_log=['" in visible_text(single) and "capture_log = None" not in visible_text(single)
 
 
 def test_before_after_report(before_after):
     text = visible_text(before_after)
-    prov = text.split("DMA at the crash: before and after")[0]
+    prov = text.split("Provenance ¶")[1]
     for scenario in ("copied-traffic", "patched-copied"):
         dump, log = SAMPLES / scenario / "vmcore.kdump", SAMPLES / scenario / "capture-dmesg.txt"
         assert str(dump) in prov and sha256(dump) in prov
         assert str(log) in prov and sha256(log) in prov
     assert ", after='" in prov and ", after_capture_log=['" in prov
-    assert "stopped by reset" in text and "secondary bus reset" in text
-    assert pictures(before_after) == 3   # trees, timeline, completions
+    head = text[:text.find("The trees, endpoints by verdict ¶")]
+    assert "What changed" in head and "endpoints changed from before to after" in head
+    assert "0000:02:00.0" in head and "stopped by a reset no → yes" in head
+    assert "stopped by reset" in text and "0000:00:02.0 reset" in text
+    assert pictures(before_after) == 4   # what changed, two trees, timeline
     found = other_dumps_named(before_after, {"copied-traffic", "patched-copied"})
     assert not found, found
 
@@ -135,7 +160,7 @@ def test_explicit_debuginfo_and_no_capture_log(tmp_path):
     out = tmp_path / "r.html"
     render_report(SAMPLES / "idle" / "vmcore.kdump", out, capture_log=[], debuginfo=[vmlinux])
     text = visible_text(out.read_text())
-    prov = text.split("Investigate one dump")[0]
+    prov = text.split("Provenance ¶")[1]
     assert str(vmlinux) in prov and MANIFEST["kernel"]["build_id"] in prov and "explicit" in prov
     assert "Capture logs ¶ none" in prov
     assert "no capture-kernel log given or saved beside the dump" in text
@@ -234,7 +259,7 @@ def test_single_dump_report_of_a_stock_kernel_dump(tmp_path):
     render_report(dump, out, debuginfo=[debug_dir])
     html = out.read_text()
     text = visible_text(html)
-    prov = text.split("Investigate one dump")[0]
+    prov = text.split("Provenance ¶")[1]
     assert str(dump) in prov and sha256(dump) in prov
     opened = dumpkit.open(dump, debuginfo=[debug_dir])
     assert opened.debug.path in prov and opened.debug.build_id in prov
@@ -289,6 +314,6 @@ def test_report_from_a_wheel_install(tmp_path):
                          cwd=work, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     html = out.read_text()
-    assert sha256(dump) in html and "DMA after crash, hit capture kernel" in html
+    assert sha256(dump) in html and "0000:02:00.0 82574L Gigabit Network Connection [e1000e]" in html
     assert str(py) in html or str(venv) in html      # provenance: the Python that ran it
     assert not other_dumps_named(html, {"nocopy-fault"})
