@@ -6,15 +6,7 @@ from dataclasses import dataclass, field
 
 import drgn
 
-from dumpkit.kernel.kexec import (
-    crash_image,
-    crash_resource,
-    crashk_cma_ranges,
-    kimage_cmdline_kept,
-    kimage_elf_load_addr,
-    kimage_file_mode,
-    kimage_segments,
-)
+from dumpkit.kernel import kexec
 
 __all__ = ["KdumpState", "collect_kdump"]
 
@@ -74,7 +66,7 @@ class KdumpState:
 
 def _crash_image(prog: drgn.Program, state: KdumpState) -> None:
     try:
-        image = crash_image(prog)
+        image = kexec.crash_image(prog)
     except KeyError:
         state.unknown["crash_kernel_loaded"] = "kernel built without CONFIG_KEXEC_CORE"
         return
@@ -82,10 +74,10 @@ def _crash_image(prog: drgn.Program, state: KdumpState) -> None:
     if image is None:
         state.unknown["crash_kernel_cmdline"] = "no capture kernel loaded"
         return
-    state.crash_kernel_file_mode = kimage_file_mode(image)
-    state.crash_kernel_segments = kimage_segments(image)
-    state.crash_kernel_elf_load_addr = kimage_elf_load_addr(image)
-    if not kimage_cmdline_kept(image):
+    state.crash_kernel_file_mode = kexec.kimage_file_mode(image)
+    state.crash_kernel_segments = kexec.kimage_segments(image)
+    state.crash_kernel_elf_load_addr = kexec.kimage_elf_load_addr(image)
+    if not kexec.kimage_cmdline_kept(image):
         state.unknown["crash_kernel_cmdline"] = "kernel built without CONFIG_KEXEC_FILE"
     elif image.cmdline_buf and image.cmdline_buf_len:
         raw = prog.read(image.cmdline_buf.value_(), image.cmdline_buf_len.value_())
@@ -126,9 +118,9 @@ def _collect(prog: drgn.Program) -> KdumpState:
     rd = attempt("reset_devices", lambda: prog["reset_devices"].value_())
     state.reset_devices = None if rd is None else bool(rd)
     state.command_line = attempt("command_line", lambda: prog["saved_command_line"].string_().decode())
-    state.crash_kernel_reserved = attempt("crash_kernel_reserved", lambda: crash_resource(prog, "crashk_res"))
-    state.crash_kernel_low = _optional(state, "crash_kernel_low", lambda: crash_resource(prog, "crashk_low_res"))
-    state.crash_kernel_cma = _optional(state, "crash_kernel_cma", lambda: crashk_cma_ranges(prog)) or ()
+    state.crash_kernel_reserved = attempt("crash_kernel_reserved", lambda: kexec.crash_resource(prog, "crashk_res"))
+    state.crash_kernel_low = _optional(state, "crash_kernel_low", lambda: kexec.crash_resource(prog, "crashk_low_res"))
+    state.crash_kernel_cma = _optional(state, "crash_kernel_cma", lambda: kexec.crashk_cma_ranges(prog)) or ()
     attempt("crash_kernel_loaded", lambda: _crash_image(prog, state))
     return state
 

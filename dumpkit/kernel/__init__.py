@@ -6,29 +6,11 @@ Each layout probe runs once per program and is cached in ``prog.cache`` (see
 where it is made, as drgn's own helpers do. A renamed member is handled here, once.
 """
 
-from dumpkit.kernel.device import (
-                                   device_driver,
-                                   device_driver_name,
-                                   device_iommu_group,
-                                   device_iommu_priv,
-                                   device_name,
-                                   driver_data,
-                                   iommu_group_id,
-                                   pci_driver_name,
-                                   pci_driver_override,
-)
-from dumpkit.kernel.kexec import (
-                                   crash_image,
-                                   crash_resource,
-                                   crashk_cma_ranges,
-                                   kimage_cmdline_kept,
-                                   kimage_elf_load_addr,
-                                   kimage_file_mode,
-                                   kimage_segments,
-)
+from dumpkit.kernel import kexec
+from dumpkit.kernel.device import (device_driver, device_driver_name, device_iommu_group, device_iommu_priv,
+                                   device_name, driver_data, iommu_group_id, pci_driver_name, pci_driver_override)
 from dumpkit.kernel.layout import has_member, member_type
 
-__all__ = ["crash_image", "crash_resource", "crashk_cma_ranges", "device_driver",
-           "device_driver_name", "device_iommu_group", "device_iommu_priv", "device_name",
-           "driver_data", "has_member", "iommu_group_id", "kimage_cmdline_kept", "kimage_elf_load_addr",
-           "kimage_file_mode", "kimage_segments", "member_type", "pci_driver_name", "pci_driver_override"]
+__all__ = ["device_driver", "device_driver_name", "device_iommu_group", "device_iommu_priv", "device_name",
+           "driver_data", "has_member", "iommu_group_id", "kexec", "member_type", "pci_driver_name",
+           "pci_driver_override"]

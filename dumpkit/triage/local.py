@@ -44,22 +44,51 @@ def _context():
     return ctx
 
 
-def _row_ready(i: int, paths: list[Path], directory: list[Path], done: dict[int, dict],
-               kinds: dict[int, str | None]) -> bool:
-    """Whether dump ``i``'s finished row can go out: a crash's at once; a capture-state
-    dump's once every dump of its directory has finished, naming the crash(es) there in
-    its ``crash_dump``."""
-    row = done.get(i)
-    if row is None:
-        return False
-    if row.get("kind") != KIND_CAPTURE:
+class _RowOrder:
+    """The finished rows of a batch and the order they go out in (both engines): input
+    order, each as soon as it and every dump before it are done; a capture-state dump's
+    row once every dump of its directory has finished, naming the crash(es) there in its
+    ``crash_dump``."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike]):
+        self.paths = [Path(p) for p in paths]
+        self.directory = [p.parent.resolve() for p in self.paths]
+        self.done: dict[int, dict] = {}
+        self.kinds: dict[int, str | None] = {}     # every finished dump's kind, also after its row is out
+        self.next_out = 0
+
+    def finish(self, i: int, row: dict) -> None:
+        """Dump ``i`` is over: its row, in the table's columns."""
+        self.done[i] = {c: row.get(c) for c in COLUMNS}
+        self.kinds[i] = self.done[i].get("kind")
+
+    def ready(self, i: int) -> bool:
+        """Whether dump ``i``'s finished row can go out (filling its ``crash_dump``)."""
+        row = self.done.get(i)
+        if row is None:
+            return False
+        if row.get("kind") != KIND_CAPTURE:
+            return True
+        siblings = [j for j in range(len(self.paths)) if j != i and self.directory[j] == self.directory[i]]
+        if any(j not in self.kinds for j in siblings):
+            return False
+        crashes = list(dict.fromkeys(str(self.paths[j]) for j in siblings if self.kinds[j] == KIND_CRASH))
+        row["crash_dump"] = ",".join(crashes) or None
         return True
-    siblings = [j for j in range(len(paths)) if j != i and directory[j] == directory[i]]
-    if any(j not in kinds for j in siblings):
-        return False
-    crashes = list(dict.fromkeys(str(paths[j]) for j in siblings if kinds[j] == KIND_CRASH))
-    row["crash_dump"] = ",".join(crashes) or None
-    return True
+
+    def ready_rows(self) -> Iterator[tuple[int, dict]]:
+        """(index, row) of the rows that can go out now, in input order."""
+        while self.next_out < len(self.paths) and self.ready(self.next_out):
+            row = self.done.pop(self.next_out)
+            self.next_out += 1
+            yield self.next_out - 1, row
+
+    def hand_over(self, finished: list | None) -> None:
+        """Rows finished but not yielded, appended to ``finished`` (an early end)."""
+        if finished is not None:
+            for i in sorted(self.done):
+                self.ready(i)        # fill crash_dump where it is already known
+                finished.append((i, self.done[i]))
 
 
 def iter_triage(paths: Sequence[str | os.PathLike], jobs: int = 1, timeout: float = 300,
@@ -74,19 +103,13 @@ def iter_triage(paths: Sequence[str | os.PathLike], jobs: int = 1, timeout: floa
     :param timeout: seconds per dump; a dump over it is killed and gets an error row
     """
     ctx = _context()
-    paths = [Path(p) for p in paths]
-    directory = [p.parent.resolve() for p in paths]
+    order = _RowOrder(paths)
+    paths = order.paths
     pending = list(range(len(paths)))
     running: dict = {}
-    done: dict[int, dict] = {}
-    kinds: dict[int, str | None] = {}     # every finished dump's kind, also after its row is out
-    next_out = 0
-
-    def ready(i: int) -> bool:
-        return _row_ready(i, paths, directory, done, kinds)
 
     try:
-        while pending or running or next_out < len(paths):
+        while pending or running or order.next_out < len(paths):
             while pending and len(running) < max(1, jobs):
                 i = pending.pop(0)
                 parent, child = ctx.Pipe(duplex=False)
@@ -113,15 +136,12 @@ def iter_triage(paths: Sequence[str | os.PathLike], jobs: int = 1, timeout: floa
                     row = _error_row(paths[i], f"timed out after {timeout:g} s")
                 if row is not None:
                     conn.close()
-                    done[i] = {c: row.get(c) for c in COLUMNS}
-                    kinds[i] = done[i].get("kind")
+                    order.finish(i, row)
                     del running[i]
                     if progress:
-                        print(f"\rtriage: {len(done)}/{len(paths)} done", end="", file=sys.stderr, flush=True)
-            while next_out < len(paths) and ready(next_out):
-                row = done.pop(next_out)
-                next_out += 1
-                yield next_out - 1, row
+                        print(f"\rtriage: {len(order.kinds)}/{len(paths)} done", end="", file=sys.stderr,
+                              flush=True)
+            yield from order.ready_rows()
             if running:
                 time.sleep(0.02)
         if progress:
@@ -131,10 +151,7 @@ def iter_triage(paths: Sequence[str | os.PathLike], jobs: int = 1, timeout: floa
             proc.kill()
             proc.join()
             conn.close()
-        if finished is not None:
-            for i in sorted(done):
-                ready(i)        # fill crash_dump where it is already known
-                finished.append((i, done[i]))
+        order.hand_over(finished)
 
 
 def iter_triage_cluster(paths: Sequence[str | os.PathLike], timeout: float = 300,
@@ -147,16 +164,9 @@ def iter_triage_cluster(paths: Sequence[str | os.PathLike], timeout: float = 300
     / ``scheduler_file``. Same rows, same order, same ``finished`` hand-over."""
     from dumpkit.fleet.engine import DEFAULT_MEMORY_LIMIT, connect, run_on_cluster
 
-    paths = [Path(p) for p in paths]
-    directory = [p.parent.resolve() for p in paths]
+    order = _RowOrder(paths)
+    paths = order.paths
     memory_limit = memory_limit or DEFAULT_MEMORY_LIMIT
-    done: dict[int, dict] = {}
-    kinds: dict[int, str | None] = {}     # every finished dump's kind, also after its row is out
-    next_out = 0
-
-    def ready(i: int) -> bool:
-        return _row_ready(i, paths, directory, done, kinds)
-
     try:
         with connect(scheduler, scheduler_file, workers, memory_limit) as client:
             results = run_on_cluster(client, paths, index=index, debuginfo=debuginfo, debuginfod=debuginfod,
@@ -166,19 +176,12 @@ def iter_triage_cluster(paths: Sequence[str | os.PathLike], timeout: float = 300
                 for i, result in results:
                     row = result["row"]
                     row["path"] = str(paths[i])
-                    done[i] = {c: row.get(c) for c in COLUMNS}
-                    kinds[i] = done[i].get("kind")
-                    while next_out < len(paths) and ready(next_out):
-                        out = done.pop(next_out)
-                        next_out += 1
-                        yield next_out - 1, out
+                    order.finish(i, row)
+                    yield from order.ready_rows()
             finally:
                 results.close()
     finally:
-        if finished is not None:
-            for i in sorted(done):
-                ready(i)
-                finished.append((i, done[i]))
+        order.hand_over(finished)
 
 
 def triage(paths: list[Path], jobs: int = 1, timeout: float = 300, debuginfo: str | Sequence[str] | None = None,
