@@ -102,14 +102,17 @@ def verdict_table(v: Verdicts, width: int | None = None, colour: bool = False) -
     words = [[getattr(e, c).word for c in CLAIMS] for e in eps]
     cols = [max([len(HEADERS[c])] + [len(w[i]) for w in words]) + 2 for i, c in enumerate(CLAIMS)]
     driver_w = min(12, max([len("driver")] + [len(e.driver or "-") for e in eps])) + 2
-    fixed = 14 + 11 + driver_w + sum(cols)
-    name_w = max(MIN_NAME, min(max([4] + [len(e.name) for e in eps]), width - fixed - 1))
-    head = f"{'device':14}{'ids':11}{'name':{name_w + 1}}{'driver':{driver_w}}" + "".join(
+    fixed = 14 + driver_w + sum(cols) - 2 + 1          # the last column unpadded; a space after the name
+    ids_w = 11 if width - fixed - 11 >= MIN_NAME else 0  # ids go first when the terminal is narrow
+    name_w = max(MIN_NAME, min(max([4] + [len(e.name) for e in eps]), width - fixed - ids_w))
+    head = f"{'device':14}{'ids':{ids_w}}"[:14 + ids_w] + f"{'name':{name_w + 1}}{'driver':{driver_w}}" + "".join(
         f"{HEADERS[c]:{w}}" for c, w in zip(CLAIMS, cols, strict=True))
     lines = [(f"{BOLD}{head.rstrip()}{RESET}" if colour else head.rstrip())]
     for e, row in zip(eps, words, strict=True):
-        cells = "".join(_paint(f"{w:{cw}}", w, colour) for w, cw in zip(row, cols, strict=True))
-        lead = f"{e.bdf:14}{_ids(e) or '?':11}{cut(e.name, name_w):{name_w + 1}}{cut(e.driver or '-', driver_w - 2):{driver_w}}"
+        cells = "".join(_paint(w, w, colour) + " " * (cw - len(w)) for w, cw in zip(row, cols, strict=True))
+        ids = f"{_ids(e) or '?':{ids_w}}" if ids_w else ""
+        lead = (f"{e.bdf:14}{ids}{cut(e.name, name_w):{name_w + 1}}"
+                f"{cut(e.driver or '-', driver_w - 2):{driver_w}}")
         if colour and endpoint_rank(e) < 2:
             lead = f"{BOLD}{lead}{RESET}"
         lines.append((lead + cells).rstrip())
@@ -234,8 +237,8 @@ def verdict_text(v: Verdicts, width: int | None = None, colour: bool | None = No
     lines += legend_lines(width, v.endpoints)
     for e in ordered(v):
         lines.append("")
-        head = f"{e.bdf}  {e.name}  [{e.driver or 'no driver'}]"
-        lines.append(f"{BOLD}{head}{RESET}" if colour else head)
+        head = wrap(f"{e.bdf}  {e.name}  [{e.driver or 'no driver'}]")
+        lines += [f"{BOLD}{x}{RESET}" for x in head] if colour else head
         if e.says:
             lines += wrap(f"    => {e.says}", "       ")
         for claim, label in zip(CLAIMS, ("could DMA at the crash:", "DMA after the crash:", "in the capture kernel:",
