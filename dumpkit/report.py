@@ -4,7 +4,8 @@ pictures and tables that back it, the details, and last the provenance (every in
 and capture log with its sha256, the debug files with their build-ids, dumpkit and drgn
 versions, the parameters and the date). The notebook's code is left out unless asked for.
 
-The notebooks live in ``dumpkit/notebooks/`` (package data), so a wheel install renders
+The notebooks live in ``notebooks/`` at the top of the repository; ``dumpkit/notebooks``
+links to it, so they are package data and a wheel install renders
 reports too; :func:`copy_notebooks` copies them out for JupyterLab. Helpers the notebooks
 share (capture logs of a dump, the capture-kernel timeline) are here, so notebook cells
 only call dumpkit.

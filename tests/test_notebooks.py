@@ -1,5 +1,6 @@
-"""Notebooks (shipped in the package, dumpkit/notebooks/) run headless with papermill on the
-sample dumps and show what they promise."""
+"""Notebooks (``notebooks/`` at the top of the repository, shipped in the package as
+``dumpkit/notebooks/``) run headless with papermill on the sample dumps and show what
+they promise."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from conftest import REPO, SAMPLES
 
 papermill = pytest.importorskip("papermill")
 
-NOTEBOOKS = REPO / "dumpkit" / "notebooks"
+NOTEBOOKS = REPO / "notebooks"
 
 
 def outputs(nb: dict) -> list[dict]:
