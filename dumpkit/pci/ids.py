@@ -226,8 +226,8 @@ class PciIds:
         subsystem blocks, then the device's own name when the ids are the same."""
         name = None
         if found := self._device_line(vendor, device):
-            block, start = self._vendor_block(vendor), found[0]
-            end = start
+            block, start = self._vendor_block(vendor), found[0]     # the end of the device's line
+            end = start - 1                           # the first "\n\t" to look at is the one at start
             while (end := block.find(b"\n\t", end + 1)) != -1 and block[end + 2:end + 3] == b"\t":
                 pass                                  # the device's subsystem lines end at the next device
             end = len(block) if end == -1 else end
