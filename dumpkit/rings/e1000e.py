@@ -13,6 +13,12 @@ __all__ = ["decode_e1000e", "e1000e_adapter", "e1000e_buffers", "DECODER"]
 
 E1000_RXD_STAT_DD = 0x01
 DESC_SIZE = 16
+# e1000e's refill (e1000_alloc_rx_buffers, and _ps) writes the tail register only when the
+# index it fills is a multiple of E1000_RX_BUFFER_WRITE (netdev.c); the jumbo refill writes
+# next_to_use - 1 at the end of each refill
+RX_BUFFER_WRITE = 16
+BATCHED_REFILLS = ("e1000_alloc_rx_buffers", "e1000_alloc_rx_buffers_ps")
+JUMBO_REFILL = "e1000_alloc_jumbo_rx_buffers"
 
 
 def e1000e_adapter(prog: drgn.Program, pdev: drgn.Object) -> tuple[drgn.Object, drgn.Object] | None:
@@ -58,11 +64,39 @@ def decode_e1000e(prog: drgn.Program, pdev: drgn.Object) -> list[QueueEvidence]:
         addrs.append(ring.buffer_info[i].dma.value_())
         unprocessed += 1
         i = (i + 1) % count
-    # the driver hands descriptors up to next_to_use (its tail); those from the first one
-    # not done to there were the device's still (the tail register may lag by a refill batch)
-    free = (ring.next_to_use.value_() - i) % count if unprocessed else None
+    free = _device_free(prog, adapter, count, ring.next_to_use.value_(), i) if unprocessed else None
     return [QueueEvidence(f"{netdev.name.string_().decode()} rx", count, unprocessed, clean, i, addrs,
                           device_free=free)]
+
+
+def _hardware_tail(prog: drgn.Program, adapter: drgn.Object, count: int, next_to_use: int) -> int | None:
+    """The RX tail register's value as the driver last wrote it (the NIC owns the
+    descriptors from its head up to, not including, the tail), or None when the refill
+    function is not one whose tail writes are known."""
+    try:
+        refill = prog.symbol(adapter.alloc_rx_buf.value_()).name
+    except (LookupError, AttributeError, drgn.FaultError):
+        return None
+    last_filled = (next_to_use - 1) % count
+    if refill in BATCHED_REFILLS:
+        return last_filled & ~(RX_BUFFER_WRITE - 1)
+    if refill == JUMBO_REFILL:
+        return last_filled
+    return None
+
+
+def _device_free(prog: drgn.Program, adapter: drgn.Object, count: int, next_to_use: int,
+                 first_not_done: int) -> int | None:
+    """Descriptors the NIC still had to write into: from the first one it had not
+    completed up to the tail it was given. 0 means the ring was full and the NIC stopped
+    by itself; a first-not-done at or past the tail (in the filled but not yet handed-over
+    batch) is full too."""
+    tail = _hardware_tail(prog, adapter, count, next_to_use)
+    if tail is None:
+        return None
+    if (first_not_done - tail) % count < (next_to_use - tail) % count or first_not_done == tail:
+        return 0
+    return (tail - first_not_done) % count
 
 
 def e1000e_buffers(prog: drgn.Program, pdev: drgn.Object) -> list[DmaBuffer]:
