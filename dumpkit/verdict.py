@@ -13,6 +13,7 @@ from pathlib import Path
 import drgn
 
 from dumpkit import claim_words as W
+from dumpkit.kernel import kexec
 from dumpkit.claim_words import INFERRED, OBSERVED, default_word
 from dumpkit.errors import InputError
 from dumpkit.units import iec
@@ -211,8 +212,7 @@ def _landed(pages: list[int], crashk: tuple[int, int] | None) -> list[int]:
 
 def _crashkernel(prog: drgn.Program) -> tuple[int, int] | None:
     try:
-        res = prog["crashk_res"]
-        return (res.start.value_(), res.end.value_()) if res.end.value_() > res.start.value_() else None
+        return kexec.crash_resource(prog, "crashk_res")
     except (KeyError, LookupError, drgn.FaultError):
         return None
 
