@@ -4,8 +4,9 @@ value, yes/no for flags, integers as integers, addresses and register values in 
 (ranges as ``0x..-0x..``), "none" instead of an empty table — and that wrap instead of
 scrolling sideways.
 
-Everything here reads the verdict objects (:class:`dumpkit.verdict.Verdicts`) and the
-claim words of :func:`dumpkit.verdict_render.claim_word`; no claim wording is decided here.
+Everything here reads the verdict objects (:class:`dumpkit.verdict.Verdicts`): each
+claim's own word and phrase (those of the verdict text) and the verdict text's bottom
+line and order; no claim wording is decided here.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 
 from dumpkit.verdict import EndpointVerdict, Verdicts
-from dumpkit.verdict_render import CLAIMS, claim_word
+from dumpkit.verdict_render import CLAIMS, bottom_line, ordered
 
 __all__ = ["DASH", "Table", "CLAIM_QUESTIONS", "at_risk", "cell_text", "claim_table", "conclusion",
            "change_conclusion", "evidence_table", "facts_table", "faults_table", "iommu_tables", "modules_table",
@@ -200,19 +201,6 @@ def _ids(e: EndpointVerdict) -> str:
     return f"{e.vendor:04x}:{e.device:04x}" if e.vendor is not None and e.device is not None else DASH
 
 
-def _rank(e: EndpointVerdict) -> tuple:
-    """Endpoints that matter first: DMA after the crash (hitting the capture kernel
-    first), then unknown, then the rest; by BDF within."""
-    did, hit = e.did_dma_after_crash.value, e.hit_capture_kernel.value
-    order = 0 if did and hit else 1 if did else 2 if hit else 3 if did is None or e.could_dma.value is None else 4
-    return order, e.bdf
-
-
-def ordered(v: Verdicts) -> list[EndpointVerdict]:
-    """The endpoints, those that matter first (see :func:`at_risk`)."""
-    return sorted(v.endpoints, key=_rank)
-
-
 def at_risk(v: Verdicts) -> list[EndpointVerdict]:
     """Endpoints that did DMA after the crash, or that the capture kernel logged DMA
     faults from: those the conclusion names one by one."""
@@ -224,9 +212,10 @@ def _first(evidence: Sequence[str]) -> str:
 
 
 def _claim_phrase(c) -> str:
-    word = claim_word(c)
-    why = _first(c.evidence)
-    return f"<b>{html.escape(word)}</b>" + (f" ({html.escape(why)})" if why else "")
+    """The claim's top-line word (the verdict text's: "faulted", "yes, inferred", …) and
+    what it rests on."""
+    why = c.phrase or _first(c.evidence)
+    return f"<b>{html.escape(c.word)}</b>" + (f" ({html.escape(why)})" if why else "")
 
 
 def _device(e: EndpointVerdict) -> str:
@@ -243,22 +232,6 @@ def endpoint_sentence(e: EndpointVerdict) -> str:
     if e.landed_pages:
         parts.append(f" Its DMA landed in {len(e.landed_pages)} physical page(s), first at {e.landed_pages[0]:#x}.")
     return "".join(parts)
-
-
-def bottom_line(v: Verdicts) -> str:
-    """"N of M endpoints kept doing DMA after the crash; K hit the capture kernel; U unknown"."""
-    n = len(v.endpoints)
-    did = sum(bool(e.did_dma_after_crash.value) for e in v.endpoints)
-    hit = sum(bool(e.hit_capture_kernel.value) for e in v.endpoints)
-    stopped = sum(bool(e.stopped_by_reset.value) for e in v.endpoints)
-    unknown = [e for e in v.endpoints if e.did_dma_after_crash.value is None]
-    parts = [f"{did} of {n} endpoints did DMA after the crash",
-             f"{hit} hit the capture kernel" if hit else "none hit the capture kernel"]
-    if did:
-        parts.append(f"{stopped} stopped by a reset")
-    if unknown:
-        parts.append(f"{len(unknown)} unknown")
-    return "; ".join(parts) + "."
 
 
 class Html:
@@ -326,7 +299,7 @@ def claim_table(v: Verdicts) -> Table:
     in words, faults and completions left in its rings."""
     rows = []
     for e in ordered(v):
-        rows.append([e.bdf, e.name, e.driver or DASH, _ids(e), *(claim_word(getattr(e, c)) for c in CLAIMS),
+        rows.append([e.bdf, e.name, e.driver or DASH, _ids(e), *(getattr(e, c).word for c in CLAIMS),
                      str(e.faults), cell_text(e.post_crash_completions), e.summary])
     return Table(["device", "name", "driver", "ids", *CLAIM_QUESTIONS.values(), "faults",
                   "completions not processed", "verdict"], rows)
@@ -338,7 +311,7 @@ def evidence_table(v: Verdicts) -> Table:
     for e in ordered(v):
         for c in CLAIMS:
             claim = getattr(e, c)
-            rows.append([e.bdf if c == CLAIMS[0] else "", CLAIM_QUESTIONS[c], claim_word(claim),
+            rows.append([e.bdf if c == CLAIMS[0] else "", CLAIM_QUESTIONS[c], claim.word,
                          "; ".join(claim.evidence) or DASH])
     return Table(["device", "claim", "word", "evidence"], rows)
 
