@@ -63,15 +63,17 @@ class PeakRss:
 
 def bench_dask(paths, workers: int, index) -> dict:
     from dumpkit.fleet.engine import connect, run_on_cluster
+    from dumpkit.triage.fleetrow import analyse_for_fleet
 
     t0 = time.perf_counter()
     with connect(workers=workers) as client:
         started = time.perf_counter() - t0
         # one warm-up dump per worker: imports and the PCI id table, as a long run amortises them
-        list(run_on_cluster(client, paths[:workers], index=index, timeout=600))
+        list(run_on_cluster(client, paths[:workers], analyse_for_fleet, index=index, timeout=600))
         with PeakRss() as rss:
             t = time.perf_counter()
-            rows = [r["row"] for _i, r in run_on_cluster(client, paths, index=index, timeout=600)]
+            rows = [r["row"] for _i, r in run_on_cluster(client, paths, analyse_for_fleet, index=index,
+                                                          timeout=600)]
             wall = time.perf_counter() - t
         worker_peak = max(client.run(_maxrss).values())
     ok = sum(r["status"] == "ok" for r in rows)

@@ -16,7 +16,6 @@ import io
 import json
 import math
 import os
-import re
 import stat
 import sys
 from pathlib import Path
@@ -713,6 +712,7 @@ def _triage_dataset(args, paths) -> int:
     from dumpkit.fleet.dataset import Dataset
     from dumpkit.fleet.engine import connect, run_on_cluster
     from dumpkit.triage import KIND_CAPTURE
+    from dumpkit.triage.fleetrow import analyse_for_fleet
 
     if args.engine == "fork":
         raise UsageError("a Parquet dataset directory needs --engine dask",
@@ -740,7 +740,8 @@ def _triage_dataset(args, paths) -> int:
     try:
         if todo:
             with connect(args.scheduler, args.scheduler_file, args.jobs, args.memory_limit) as client:
-                results = run_on_cluster(client, todo, index=_triage_index(args), debuginfo=args.debuginfo,
+                results = run_on_cluster(client, todo, analyse_for_fleet, index=_triage_index(args),
+                                         debuginfo=args.debuginfo,
                                          debuginfod=args.debuginfod, timeout=args.timeout, skip_shas=shas,
                                          want_sha=True, progress=progress,
                                          memory_limit=None if args.scheduler or args.scheduler_file

@@ -13,7 +13,6 @@ scheduler), then reported as an error row. Nothing of one dump costs another.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import sys
@@ -21,9 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from dumpkit.triage.rows import analyse, not_a_dump_row
-
-__all__ = ["DEFAULT_MEMORY_LIMIT", "analyse_for_fleet", "connect", "default_workers", "run_on_cluster"]
+__all__ = ["DEFAULT_MEMORY_LIMIT", "connect", "default_workers", "run_on_cluster"]
 
 DEFAULT_MEMORY_LIMIT = 4 << 30
 START_TOPIC = "dumpkit-triage-start"
@@ -31,86 +28,7 @@ LOST_SCHEDULER_S = 30
 QUIET_LOGGERS = ("distributed", "tornado", "bokeh", "asyncio")
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _claim(c) -> tuple[bool | None, str]:
-    return c.value, "; ".join(c.evidence)
-
-
-def endpoint_rows(verdicts) -> list[dict]:
-    out = []
-    for e in verdicts.endpoints:
-        row = {"bdf": e.bdf, "name": e.name, "driver": e.driver,
-               "vendor_device": f"{e.vendor:04x}:{e.device:04x}" if e.vendor is not None and e.device is not None
-               else None,
-               "post_crash_completions": e.post_crash_completions, "faults": e.faults, "decoder": e.decoder,
-               "reset_ports": ",".join(e.reset_ports) or None, "summary": e.summary,
-               "stopped_by_reset_applicable": e.stopped_by_reset.applicable}
-        for name in ("could_dma", "did_dma_after_crash", "hit_capture_kernel", "stopped_by_reset"):
-            row[name], row[name + "_evidence"] = _claim(getattr(e, name))
-            row[name + "_sources"] = "; ".join(getattr(e, name).sources) or None
-        out.append(row)
-    return out
-
-
-def analyse_for_fleet(path: str, index=None, debuginfo: Sequence[str] | None = None, debuginfod: bool = False,
-                      skip_shas: frozenset = frozenset(), want_sha: bool = True) -> dict:
-    """One dump, on whatever process runs it: {"row", "endpoints", "skipped"}.
-
-    The kernel's build-id is read from the dump's VMCOREINFO and looked up in ``index``
-    (a :class:`DebugIndex`); its vmlinux and module directory are what the dump is opened
-    with. Not in the index: ``debuginfo`` if given, else dumpkit's standard search. Never
-    raises for a bad dump: the row says status "error" and why.
-    """
-    from dumpkit.errors import DumpkitError
-    from dumpkit.fleet.debugindex import dump_identity
-    from dumpkit.target.corefile import NotADump, inspect_core_file
-
-    start = time.monotonic()
-    row: dict = {"path": str(path), "directory": str(Path(path).parent.resolve()), "status": "ok",
-                 "worker": f"{os.uname().nodename}:{os.getpid()}"}
-    endpoints: list[dict] = []
-    try:
-        inspect_core_file(path)         # refuses FIFOs, truncated and foreign files before reading them
-        st = os.stat(path)
-        row.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
-        if want_sha:
-            row["dump_sha256"] = _sha256(path)
-            if row["dump_sha256"] in skip_shas:
-                return {"row": row, "endpoints": [], "skipped": True}
-        release, bid = dump_identity(path)
-        row.update(kernel_release=release, build_id=bid)
-        kernel = index.lookup(bid) if index is not None else None
-        use = kernel.paths() if kernel is not None else (list(debuginfo) if debuginfo else None)
-        if kernel is None and index is not None:
-            use = None      # the index had the user's trees: dumpkit's own search and the manifests
-        base, verdicts, dump = analyse(path, use, debuginfod)
-        row.update(base)
-        row["debug_file"] = dump.debug.path
-        if verdicts is not None:
-            endpoints = endpoint_rows(verdicts)
-            row["capture_log_match"] = ",".join(f"{Path(p).name}:{s}" for p, s in verdicts.capture_checks.items()) \
-                or None
-            row["warnings"] = "; ".join(verdicts.warnings + verdicts.errors) or None
-            row["iommu"] = verdicts.iommu
-    except NotADump as e:
-        row.update(not_a_dump_row(path, e))
-    except DumpkitError as e:
-        row.update(status="error", error=str(e))
-    except Exception as e:  # an analysis bug must not take the batch down
-        row.update(status="error", error=f"internal error: {type(e).__name__}: {e}")
-    row["reason"] = row.get("error")
-    row["seconds"] = round(time.monotonic() - start, 3)
-    return {"row": row, "endpoints": endpoints, "skipped": False}
-
-
-def _task(token: int, path: str, index, debuginfo, debuginfod: bool, skip_shas, want_sha: bool) -> dict:
+def _task(token: int, analyse, path: str, index, debuginfo, debuginfod: bool, skip_shas, want_sha: bool) -> dict:
     from distributed import get_worker
 
     try:
@@ -118,7 +36,7 @@ def _task(token: int, path: str, index, debuginfo, debuginfod: bool, skip_shas, 
         w.log_event(START_TOPIC, {"token": token, "worker": w.address})
     except ValueError:
         pass
-    return analyse_for_fleet(path, index, debuginfo, debuginfod, skip_shas, want_sha)
+    return analyse(path, index, debuginfo, debuginfod, skip_shas, want_sha)
 
 
 def _total_memory() -> int:
@@ -189,10 +107,14 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="dump", desc="triage", file=sys.stderr, dynamic_ncols=True, leave=False)
 
 
-def run_on_cluster(client, paths: Sequence[str | os.PathLike], *, index=None, debuginfo=None,
+def run_on_cluster(client, paths: Sequence[str | os.PathLike], analyse, *, index=None, debuginfo=None,
                    debuginfod: bool = False, timeout: float = 300, skip_shas=frozenset(), want_sha: bool = True,
                    progress: bool = False, memory_limit: int | None = None) -> Iterator[tuple[int, dict]]:
     """(index, {"row", "endpoints", "skipped"}) for every dump, as each finishes (any order).
+
+    :param analyse: what a worker runs per dump: ``analyse(path, index, debuginfo,
+        debuginfod, skip_shas, want_sha) -> {"row", "endpoints", "skipped"}`` (triage's
+        :func:`dumpkit.triage.fleetrow.analyse_for_fleet`); the engine only runs it
 
     A dump over ``timeout`` seconds (counted from the moment its task started on a worker)
     is cancelled, its worker restarted, and its row says "timed out". A dump whose worker
@@ -211,7 +133,7 @@ def run_on_cluster(client, paths: Sequence[str | os.PathLike], *, index=None, de
         [index_f] = client.scatter([index], broadcast=True, hash=False)
     else:
         index_f = None
-    futures = {client.submit(_task, i, p, index_f, debuginfo, debuginfod, skip, want_sha, pure=False,
+    futures = {client.submit(_task, i, analyse, p, index_f, debuginfo, debuginfod, skip, want_sha, pure=False,
                              key=f"dumpkit-triage-{i}-{os.urandom(4).hex()}"): i
                for i, p in enumerate(paths)}
     pending = dict(futures)

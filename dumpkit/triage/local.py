@@ -163,13 +163,15 @@ def iter_triage_cluster(paths: Sequence[str | os.PathLike], timeout: float = 300
     LocalCluster of ``workers`` single-threaded processes, or the cluster at ``scheduler``
     / ``scheduler_file``. Same rows, same order, same ``finished`` hand-over."""
     from dumpkit.fleet.engine import DEFAULT_MEMORY_LIMIT, connect, run_on_cluster
+    from dumpkit.triage.fleetrow import analyse_for_fleet
 
     order = _RowOrder(paths)
     paths = order.paths
     memory_limit = memory_limit or DEFAULT_MEMORY_LIMIT
     try:
         with connect(scheduler, scheduler_file, workers, memory_limit) as client:
-            results = run_on_cluster(client, paths, index=index, debuginfo=debuginfo, debuginfod=debuginfod,
+            results = run_on_cluster(client, paths, analyse_for_fleet, index=index, debuginfo=debuginfo,
+                                     debuginfod=debuginfod,
                                      timeout=timeout, want_sha=False, progress=progress,
                                      memory_limit=memory_limit if not (scheduler or scheduler_file) else None)
             try:

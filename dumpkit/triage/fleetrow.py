@@ -1,0 +1,93 @@
+"""One dump's rows for the fleet dataset (the dumps table's row and one endpoints row
+per endpoint), computed on whichever process the cluster engine runs it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from dumpkit.triage.rows import analyse, not_a_dump_row
+
+__all__ = ["analyse_for_fleet", "endpoint_rows"]
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _claim(c) -> tuple[bool | None, str]:
+    return c.value, "; ".join(c.evidence)
+
+
+def endpoint_rows(verdicts) -> list[dict]:
+    out = []
+    for e in verdicts.endpoints:
+        row = {"bdf": e.bdf, "name": e.name, "driver": e.driver,
+               "vendor_device": f"{e.vendor:04x}:{e.device:04x}" if e.vendor is not None and e.device is not None
+               else None,
+               "post_crash_completions": e.post_crash_completions, "faults": e.faults, "decoder": e.decoder,
+               "reset_ports": ",".join(e.reset_ports) or None, "summary": e.summary,
+               "stopped_by_reset_applicable": e.stopped_by_reset.applicable}
+        for name in ("could_dma", "did_dma_after_crash", "hit_capture_kernel", "stopped_by_reset"):
+            row[name], row[name + "_evidence"] = _claim(getattr(e, name))
+            row[name + "_sources"] = "; ".join(getattr(e, name).sources) or None
+        out.append(row)
+    return out
+
+
+def analyse_for_fleet(path: str, index=None, debuginfo: Sequence[str] | None = None, debuginfod: bool = False,
+                      skip_shas: frozenset = frozenset(), want_sha: bool = True) -> dict:
+    """One dump, on whatever process runs it: {"row", "endpoints", "skipped"}.
+
+    The kernel's build-id is read from the dump's VMCOREINFO and looked up in ``index``
+    (a :class:`DebugIndex`); its vmlinux and module directory are what the dump is opened
+    with. Not in the index: ``debuginfo`` if given, else dumpkit's standard search. Never
+    raises for a bad dump: the row says status "error" and why.
+    """
+    from dumpkit.errors import DumpkitError
+    from dumpkit.fleet.debugindex import dump_identity
+    from dumpkit.target.corefile import NotADump, inspect_core_file
+
+    start = time.monotonic()
+    row: dict = {"path": str(path), "directory": str(Path(path).parent.resolve()), "status": "ok",
+                 "worker": f"{os.uname().nodename}:{os.getpid()}"}
+    endpoints: list[dict] = []
+    try:
+        inspect_core_file(path)         # refuses FIFOs, truncated and foreign files before reading them
+        st = os.stat(path)
+        row.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
+        if want_sha:
+            row["dump_sha256"] = _sha256(path)
+            if row["dump_sha256"] in skip_shas:
+                return {"row": row, "endpoints": [], "skipped": True}
+        release, bid = dump_identity(path)
+        row.update(kernel_release=release, build_id=bid)
+        kernel = index.lookup(bid) if index is not None else None
+        use = kernel.paths() if kernel is not None else (list(debuginfo) if debuginfo else None)
+        if kernel is None and index is not None:
+            use = None      # the index had the user's trees: dumpkit's own search and the manifests
+        base, verdicts, dump = analyse(path, use, debuginfod)
+        row.update(base)
+        row["debug_file"] = dump.debug.path
+        if verdicts is not None:
+            endpoints = endpoint_rows(verdicts)
+            row["capture_log_match"] = ",".join(f"{Path(p).name}:{s}" for p, s in verdicts.capture_checks.items()) \
+                or None
+            row["warnings"] = "; ".join(verdicts.warnings + verdicts.errors) or None
+            row["iommu"] = verdicts.iommu
+    except NotADump as e:
+        row.update(not_a_dump_row(path, e))
+    except DumpkitError as e:
+        row.update(status="error", error=str(e))
+    except Exception as e:  # an analysis bug must not take the batch down
+        row.update(status="error", error=f"internal error: {type(e).__name__}: {e}")
+    row["reason"] = row.get("error")
+    row["seconds"] = round(time.monotonic() - start, 3)
+    return {"row": row, "endpoints": endpoints, "skipped": False}
