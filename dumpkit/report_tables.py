@@ -339,7 +339,7 @@ def pci_table(tree) -> Table:
     cols = [c for c in PCI_COLUMNS if c in frame.columns]
     return table(frame, cols, names={"device_name": "name", "pcie_port_type": "port type", "enable_count": "enabled",
                                      "is_busmaster": "bus master", "upstream_busmaster": "bus master up to root",
-                                     "saved_command": "saved command", "iommu_group": "IOMMU group",
+                                     "saved_command": "command register (last saved copy)", "iommu_group": "IOMMU group",
                                      "could_dma": "could DMA", "could_dma_reason": "why"},
                  plain_columns=("iommu_group", "enable_count"))
 

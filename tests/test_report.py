@@ -117,7 +117,7 @@ def test_tables_read_as_words_and_hex(single):
     assert not re.findall(r"<td[^>]*>\s*-?\d+\.0\s*</td>", body)    # 81.0: an int through a float
     assert re.search(r"<td[^>]*>\s*81\s*</td>", body)                # the NIC's completions, as an int
     assert "0xd000000-0x16ffffff" in text            # crash_kernel_reserved as a range
-    assert "saved command" in text and "0x507" in text and "1287" not in text
+    assert "command register (last saved copy)" in text and "0x507" in text and "1287" not in text
     assert "0xffffc000" in text                       # the fault's IOVA
     assert "16 MiB" in text and "16777216" not in text
     assert "none: every field was determined" in text  # no empty table

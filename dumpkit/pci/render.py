@@ -403,9 +403,13 @@ def device_text(dev: PciDevice, *, numeric: int = NAMES_AND_NUMBERS, modules: It
     if dev.pdev_address is not None:
         out.append(f"\tstruct pci_dev: {dev.pdev_address:#x}")
     if dev.saved_config is not None:
+        # what pci_save_state() last copied, not the register at the crash: kernels save at
+        # enumeration (6.12 does in pci_bus_add_device(), before a driver binds), suspend
+        # and reset, so a driver's later Bus Master or MSI enable may be missing here
         state = "not restored since" if dev.state_saved else "restored since"
-        out.append(f"\tControl: {_bits(dev.saved_command, _COMMAND)} (saved, {state})")
-        out.append(f"\tStatus: {_status(dev.saved_status)} (saved)")
+        out.append(f"\tControl: {_bits(dev.saved_command, _COMMAND)} "
+                   f"(the kernel's last saved copy, {state}; not the state at the crash)")
+        out.append(f"\tStatus: {_status(dev.saved_status)} (the kernel's last saved copy)")
     if dev.irq or dev.interrupt_pin:
         pin = chr(ord("A") + dev.interrupt_pin - 1) if dev.interrupt_pin and dev.interrupt_pin <= 4 else "?"
         out.append(f"\tInterrupt: pin {pin} routed to IRQ {dev.irq}")
