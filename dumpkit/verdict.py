@@ -13,7 +13,7 @@ from pathlib import Path
 import drgn
 
 from dumpkit import claim_words as W
-from dumpkit.kernel import kexec
+from dumpkit.kernel import device_driver_name, kexec
 from dumpkit.claim_words import INFERRED, OBSERVED, default_word
 from dumpkit.errors import InputError
 from dumpkit.units import iec
@@ -697,8 +697,7 @@ def _unreadable_endpoints(prog: drgn.Program, tree, pdevs: dict) -> list[Endpoin
         try:
             if pdev.subordinate or pdev.member_("class").value_() >> 8 == 0x0600:
                 continue                # a bridge or the host bridge: not judged
-            drv = pdev.dev.driver
-            driver = drv.name.string_().decode() if drv else None
+            driver = device_driver_name(pdev.dev)
             try:
                 pdev.bus.number.value_()
             except drgn.FaultError as e:
