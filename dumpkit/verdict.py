@@ -16,6 +16,7 @@ from dumpkit import claim_words as W
 from dumpkit.kernel import device_driver_name, kexec
 from dumpkit.claim_words import INFERRED, OBSERVED, default_word
 from dumpkit.errors import InputError
+from dumpkit.iommu.backends import REPORTER
 from dumpkit.units import iec
 
 __all__ = ["Claim", "EndpointVerdict", "Verdicts", "CaptureMismatch", "judge", "RESET_LINE", "NOT_RESET_LINE"]
@@ -27,7 +28,6 @@ TIMESTAMP = re.compile(r"^\[ *(\d+\.\d+)\]")
 # PCI base classes whose functions firmware commonly leaves mastering (legacy USB
 # emulation, boot storage, the boot framebuffer)
 FIRMWARE_AGENTS = {0x0C03: "a USB controller", 0x01: "a storage controller", 0x03: "a display controller"}
-IOMMU_REPORTER = re.compile(r"dmar|iommu|smmu", re.IGNORECASE)
 FEW_RECORDS = "the IOMMU keeps few fault records and the kernel rate-limits them: more may have occurred"
 
 
@@ -188,7 +188,7 @@ def _iommu_suppressed(faults: list) -> int:
     """Messages of IOMMU fault reporters (dmar_fault, amd_iommu_report_page_fault,
     arm_smmu_*…) the kernel's rate limit dropped; other functions' notices do not count."""
     return sum(f.detail.get("suppressed", 0) for f in faults if f.kind == "callbacks-suppressed"
-               and IOMMU_REPORTER.search(f.detail.get("function", "")))
+               and REPORTER.search(f.detail.get("function", "")))
 
 
 def _lost_records(faults: list) -> str:

@@ -27,6 +27,8 @@ class Backend:
     :param log: the dialect that reads this vendor's kernel log lines (faults, table copies)
     :param dma_fault_kinds: the :class:`~dumpkit.iommu.logbase.FaultRecord` kinds of its log
         that name a requester and a DMA address: the faults resolved against the dump
+    :param reporters: fragments of the names of the kernel functions that print its faults
+        (a "NAME: N callbacks suppressed" line of one of them is lost fault records)
     """
 
     name: str
@@ -35,6 +37,7 @@ class Backend:
     collect: Callable[[drgn.Program, set[str]], Any] | None
     log: type[LogDialect] | None
     dma_fault_kinds: tuple[str, ...] = ()
+    reporters: tuple[str, ...] = ()
 
     @property
     def reads_memory(self) -> bool:

@@ -4,10 +4,12 @@ package with a ``BACKEND`` record and one line here."""
 
 from __future__ import annotations
 
+import re
+
 from dumpkit.iommu import amd, smmu, vtd
 from dumpkit.iommu.backend import Backend
 
-__all__ = ["BACKENDS", "DMA_FAULT_KINDS", "backend"]
+__all__ = ["BACKENDS", "DMA_FAULT_KINDS", "REPORTER", "backend"]
 
 #: SMMU first: a v3 event's raw words continue it on the lines after, which the other
 #: dialects must not take; VT-d before AMD-Vi keeps the vendor order of mixed reports.
@@ -15,6 +17,9 @@ BACKENDS: tuple[Backend, ...] = (smmu.BACKEND, vtd.BACKEND, amd.BACKEND)
 
 #: fault kinds, of every vendor, that carry a requester and a DMA address
 DMA_FAULT_KINDS: frozenset[str] = frozenset(k for b in BACKENDS for k in b.dma_fault_kinds)
+
+#: any vendor's fault-reporting function, by name
+REPORTER = re.compile("|".join(re.escape(r) for b in BACKENDS for r in b.reporters), re.IGNORECASE)
 
 
 def backend(name: str) -> Backend | None:

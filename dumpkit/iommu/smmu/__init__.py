@@ -9,4 +9,4 @@ __all__ = ["BACKEND", "VENDOR"]
 VENDOR = "arm-smmu"
 
 BACKEND = Backend(name=VENDOR, title="ARM SMMU", detect=None, collect=None, log=SmmuLog,
-                  dma_fault_kinds=("arm-smmu-v3:event",))
+                  dma_fault_kinds=("arm-smmu-v3:event",), reporters=("smmu",))

@@ -185,4 +185,4 @@ def collect(prog: drgn.Program, pci_bdfs: set[str] = frozenset()) -> VtdState:
 
 
 BACKEND = Backend(name=VENDOR, title="Intel VT-d", detect=present, collect=collect, log=VtdLog,
-                  dma_fault_kinds=("dma-remap",))
+                  dma_fault_kinds=("dma-remap",), reporters=("dmar",))
