@@ -14,13 +14,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dumpkit.iommu.backends import TABLES, TRANSLATION_TABLES
+
 __all__ = ["TABLES", "TimelineEvent", "iommu_switch", "plot_capture_timeline", "timeline_events", "timeline_table"]
 
-#: the table a copy message is about, by the record's ``iommu`` field
-TABLES = {"intel-vtd": "DMA translation tables", "intel-vtd-ir": "interrupt-remapping table",
-          "amd-vi": "AMD-Vi device table"}
-# the DMA-remapping copies: their outcome is when the capture kernel's IOMMU takes over DMA
-_TRANSLATION = {"intel-vtd", "amd-vi"}
+# the table a copy message is about (TABLES, by the record's ``iommu`` field) and the
+# DMA-remapping copies, whose outcome is when the capture kernel's IOMMU takes over DMA:
+# each IOMMU backend says its own
+_TRANSLATION = TRANSLATION_TABLES
 _COPY_WORDS = {"attempt": "copy attempted", "copied": "copied", "failed": "copy failed",
                "failed-bus": "copy failed for a bus", "not-kdump": "enabled but not in kdump mode"}
 

@@ -3,8 +3,8 @@ is the model): the layers above call these and never name a vendor."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import drgn
@@ -29,6 +29,10 @@ class Backend:
         that name a requester and a DMA address: the faults resolved against the dump
     :param reporters: fragments of the names of the kernel functions that print its faults
         (a "NAME: N callbacks suppressed" line of one of them is lost fault records)
+    :param tables: what a capture kernel's table-copy message of its log is about, by the
+        record's ``iommu`` field ("intel-vtd-ir": "interrupt-remapping table")
+    :param translation_tables: those of ``tables`` whose copy is when the capture kernel's
+        IOMMU takes over DMA
     """
 
     name: str
@@ -38,6 +42,8 @@ class Backend:
     log: type[LogDialect] | None
     dma_fault_kinds: tuple[str, ...] = ()
     reporters: tuple[str, ...] = ()
+    tables: Mapping[str, str] = field(default_factory=dict)
+    translation_tables: frozenset[str] = frozenset()
 
     @property
     def reads_memory(self) -> bool:

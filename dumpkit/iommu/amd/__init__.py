@@ -133,4 +133,5 @@ def _in_unit(bdf: str, u) -> bool:
 
 BACKEND = Backend(name=VENDOR, title="AMD-Vi", detect=present, collect=collect, log=AmdLog,
                   dma_fault_kinds=("amd-vi:io_page_fault",),
-                  reporters=("iommu",))
+                  reporters=("iommu",), tables={"amd-vi": "AMD-Vi device table"},
+                  translation_tables=frozenset({"amd-vi"}))

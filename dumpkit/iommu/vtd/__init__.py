@@ -185,4 +185,6 @@ def collect(prog: drgn.Program, pci_bdfs: set[str] = frozenset()) -> VtdState:
 
 
 BACKEND = Backend(name=VENDOR, title="Intel VT-d", detect=present, collect=collect, log=VtdLog,
-                  dma_fault_kinds=("dma-remap",), reporters=("dmar",))
+                  dma_fault_kinds=("dma-remap",), reporters=("dmar",),
+                  tables={"intel-vtd": "DMA translation tables", "intel-vtd-ir": "interrupt-remapping table"},
+                  translation_tables=frozenset({"intel-vtd"}))
