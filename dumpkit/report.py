@@ -14,7 +14,6 @@ only call dumpkit.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import importlib.resources
 import os
 import platform
@@ -24,6 +23,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from dumpkit.files import file_sha256
 from dumpkit.errors import AnalysisError, DumpkitError, InputError, OutputError
 from dumpkit.palette import series_style
 
@@ -213,14 +213,6 @@ def hex_columns(frame, *columns: str):
 
 
 # --- provenance -----------------------------------------------------------------------------
-
-def file_sha256(path: PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def _debuginfo_list(debuginfo: PathLike | Sequence[PathLike] | None) -> list[str] | None:
     if debuginfo is None:

@@ -140,17 +140,27 @@ def pick_package(env: dict | None = None) -> str:
     if series is None:
         raise FetchError(f"the archive has no {current}-dbg: choose an image with --package")
     abi = re.compile(r"linux-image-" + re.escape(series.group(1)) + r"\.\d+-(\d+)-amd64")
-    out = _run(["apt-cache", "search", "--names-only", r"^linux-image-.*-amd64-dbg$"],
-               capture_output=True, text=True, env=env).stdout
-    candidates = [name for line in out.splitlines() if line.strip()
-                  for name in [line.split()[0].removesuffix("-dbg")]
-                  if name != current and abi.fullmatch(name) and _has_package(name, env)]
-    if not candidates:
-        raise FetchError(f"the archive has no {current}-dbg and no other linux-image-{series.group(1)}.*-amd64-dbg: "
-                         "run apt-get update, or choose an image with --package")
+    candidates = _images_with_dbg(current, series.group(1), abi, env)
     best = max(candidates, key=lambda c: int(abi.fullmatch(c).group(1)))
     log(f"{current} has no -dbg package in the archive: using {best}")
     return best
+
+
+def _images_with_dbg(current: str, series: str, pattern: re.Pattern, env: dict | None) -> list[str]:
+    """The image packages other than ``current`` whose names match ``pattern`` and whose
+    -dbg package the archive has.
+
+    :raises FetchError: there is none
+    """
+    out = _run(["apt-cache", "search", "--names-only", r"^linux-image-.*-amd64-dbg$"],
+               capture_output=True, text=True, env=env).stdout
+    candidates = [n for line in out.splitlines() if line.strip()
+                  for n in [line.split()[0].removesuffix("-dbg")]
+                  if n != current and pattern.fullmatch(n) and _has_package(n, env)]
+    if not candidates:
+        raise FetchError(f"the archive has no {current}-dbg and no other linux-image-{series}.*-amd64-dbg: "
+                         "run apt-get update, or choose an image with --package")
+    return candidates
 
 
 def _newest_with_dbg(current: str, env: dict | None) -> str:
@@ -161,14 +171,7 @@ def _newest_with_dbg(current: str, env: dict | None) -> str:
 
     series = re.fullmatch(r"linux-image-(\d+\.\d+)\..*", current).group(1)
     name = re.compile(r"linux-image-" + re.escape(series) + r"\.\d+\+deb\d+(\.\d+)?-amd64")
-    out = _run(["apt-cache", "search", "--names-only", r"^linux-image-.*-amd64-dbg$"],
-               capture_output=True, text=True, env=env).stdout
-    candidates = [n for line in out.splitlines() if line.strip()
-                  for n in [line.split()[0].removesuffix("-dbg")]
-                  if n != current and name.fullmatch(n) and _has_package(n, env)]
-    if not candidates:
-        raise FetchError(f"the archive has no {current}-dbg and no other linux-image-{series}.*-amd64-dbg: "
-                         "run apt-get update, or choose an image with --package")
+    candidates = _images_with_dbg(current, series, name, env)
     versions = {c: package_version(c, env) for c in candidates}
 
     def cmp(a: str, b: str) -> int:

@@ -135,3 +135,19 @@ def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedP
 def nic(scenario: str) -> str:
     """The e1000e NIC of a committed scenario, by the guest's own sysfs."""
     return next(b for b, d in ground_truth_pci(scenario).items() if d["driver"] == "e1000e")
+
+
+def assert_pci_tree_equals(tree, gt: dict) -> None:
+    """dumpkit's PCI tree against the guest's sysfs (ground-truth/pci.json "devices"),
+    field for field."""
+    assert [d.bdf for d in tree] == sorted(gt)
+    for dev in tree:
+        t = gt[dev.bdf]
+        assert (dev.vendor, dev.device, dev.class_code, dev.revision) == \
+               (t["vendor"], t["device"], t["class"], t["revision"]), dev.bdf
+        assert dev.parent == t["parent_bridge"] and dev.pcie_port_type == t["pcie_port_type"], dev.bdf
+        assert (dev.driver, dev.enable_count, dev.power_state, dev.iommu_group) == \
+               (t["driver"], t["enable"], t["power_state"], t["iommu_group"]), dev.bdf
+        if dev.driver:
+            assert dev.is_busmaster == t["bus_master"], dev.bdf
+        assert dev.unknown == {}, dev.bdf

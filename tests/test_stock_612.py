@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import dumpkit
-from conftest import cached_dump
+from conftest import assert_pci_tree_equals, cached_dump
 from dumpkit.iommu.collect import collect_iommu
 from dumpkit.verdict import judge
 
@@ -116,18 +116,7 @@ def test_the_dump_was_saved_by_the_kernel_suites_makedumpfile(scenario):
 
 @each_scenario()
 def test_pci_tree_equals_ground_truth(scenario):
-    tree, gt = opened(scenario).pci(), truth(scenario)
-    assert [d.bdf for d in tree] == sorted(gt)
-    for dev in tree:
-        t = gt[dev.bdf]
-        assert (dev.vendor, dev.device, dev.class_code, dev.revision) == \
-               (t["vendor"], t["device"], t["class"], t["revision"]), dev.bdf
-        assert dev.parent == t["parent_bridge"] and dev.pcie_port_type == t["pcie_port_type"], dev.bdf
-        assert (dev.driver, dev.enable_count, dev.power_state, dev.iommu_group) == \
-               (t["driver"], t["enable"], t["power_state"], t["iommu_group"]), dev.bdf
-        if dev.driver:
-            assert dev.is_busmaster == t["bus_master"], dev.bdf
-        assert dev.unknown == {}, dev.bdf
+    assert_pci_tree_equals(opened(scenario).pci(), truth(scenario))
 
 
 @each_scenario()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import drgn
 
+from dumpkit.files import file_sha256
 from dumpkit.target.corefile import CoreFile
 from dumpkit.target.debuginfo import DebugFile, KernelModule
 
@@ -98,11 +98,7 @@ class Dump:
         if self.path is None:
             return None
         if "sha256" not in self._cache:
-            h = hashlib.sha256()
-            with open(self.path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            self._cache["sha256"] = h.hexdigest()
+            self._cache["sha256"] = file_sha256(self.path)
         return self._cache["sha256"]  # type: ignore[return-value]
 
     def pci(self):

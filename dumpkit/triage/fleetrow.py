@@ -3,23 +3,15 @@ per endpoint), computed on whichever process the cluster engine runs it."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from dumpkit.files import file_sha256
 from dumpkit.triage.rows import analyse, not_a_dump_row
 
 __all__ = ["analyse_for_fleet", "endpoint_rows"]
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _claim(c) -> tuple[bool | None, str]:
@@ -64,7 +56,7 @@ def analyse_for_fleet(path: str, index=None, debuginfo: Sequence[str] | None = N
         st = os.stat(path)
         row.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
         if want_sha:
-            row["dump_sha256"] = _sha256(path)
+            row["dump_sha256"] = file_sha256(path)
             if row["dump_sha256"] in skip_shas:
                 return {"row": row, "endpoints": [], "skipped": True}
         release, bid = dump_identity(path)
