@@ -9,7 +9,7 @@ import re
 from dumpkit.iommu import amd, smmu, vtd
 from dumpkit.iommu.backend import Backend
 
-__all__ = ["BACKENDS", "DMA_FAULT_KINDS", "REPORTER", "TABLES", "TRANSLATION_TABLES", "backend"]
+__all__ = ["BACKENDS", "DMA_FAULT_KINDS", "REPORTER", "TABLES", "TRANSLATION_TABLES"]
 
 #: SMMU first: a v3 event's raw words continue it on the lines after, which the other
 #: dialects must not take; VT-d before AMD-Vi keeps the vendor order of mixed reports.
@@ -26,7 +26,3 @@ TRANSLATION_TABLES: frozenset[str] = frozenset(t for b in BACKENDS for t in b.tr
 #: any vendor's fault-reporting function, by name
 REPORTER = re.compile("|".join(re.escape(r) for b in BACKENDS for r in b.reporters), re.IGNORECASE)
 
-
-def backend(name: str) -> Backend | None:
-    """The backend of a vendor name ("intel-vtd"), or None."""
-    return next((b for b in BACKENDS if b.name == name), None)
