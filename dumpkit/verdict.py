@@ -87,6 +87,9 @@ class EndpointVerdict:
     # per ring: name, size, completed (never processed), device_free, state (full / partly
     # processed / empty / None when the decoder cannot tell)
     rings: list[dict] = field(default_factory=list)
+    # who drives its DMA when a VM or userspace driver owns it through VFIO ("vfio-pci:
+    # userspace (pid 301 vfio-rx)"); None for a kernel driver
+    dma_owner: str | None = None
 
     @property
     def says(self) -> str:
@@ -222,12 +225,33 @@ def _could_dma(dev, entry, mapping, bypass: bool | None, bypass_why: str, have_i
     IOMMU lets the device reach."""
     claim = _could_dma_claim(dev, entry, mapping, bypass, bypass_why, have_iommu)
     if claim.value is not None:
-        claim.basis = OBSERVED          # read from the kernel's state and the IOMMU's tables
+        # read from the kernel's state and the IOMMU's tables; a VFIO owner's Bus Master
+        # is not in the kernel's state at all
+        claim.basis = INFERRED if dev.vfio is not None and claim.value else OBSERVED
+    if dev.vfio is not None:
+        claim.evidence += _vfio_evidence(dev.vfio, mapping)
+        claim.sources += dev.vfio.sources
     if dev.pdev_address is not None:
         claim.sources.append(f"struct pci_dev {dev.bdf} @{dev.pdev_address:#x}")
     if have_iommu and not bypass:
         claim.sources += (entry.sources if entry is not None else []) + (mapping.sources if mapping else [])
     return claim
+
+
+def _vfio_evidence(owner, mapping) -> list[str]:
+    """The owner's DMA mappings and whether the IOMMU's tables agree with them."""
+    from dumpkit.vfio.check import compare_with_walk
+
+    if "mappings" in owner.unknown or "vfio" in owner.unknown:
+        return [f"its owner's DMA mappings are unknown: {owner.unknown.get('mappings') or owner.unknown['vfio']}"]
+    if not owner.mappings:
+        return [f"its VFIO container ({owner.container or 'none attached'}) holds no DMA mapping"]
+    n = len(owner.mappings)
+    ev = [f"{owner.owner_text} mapped {iec(owner.writable_bytes)} writable for it in {n} VFIO mapping"
+          f"{'s' if n != 1 else ''} ({owner.container})"]
+    if mapping is not None and not mapping.errors:
+        ev.append(compare_with_walk(owner, mapping.ranges).text())
+    return ev
 
 
 def _could_dma_claim(dev, entry, mapping, bypass: bool | None, bypass_why: str, have_iommu: bool) -> Claim:
@@ -402,7 +426,7 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
             diff = _ring_diff(prog, capture_dump.prog, pdev, translate)
         full = bool(rings) and all(r["state"] == "full" for r in rings)
         hit = _capture_claim(capture, dev.bdf, could, did, faults, alias_notes.get(dev.bdf), ring, full, diff, reset,
-                             [a.bdf for a in tree.ancestors(dev.bdf) if a.bdf in reset])
+                             [a.bdf for a in tree.ancestors(dev.bdf) if a.bdf in reset], dev.vfio)
         stopped = _stopped_claim(capture, tree, dev.bdf, did, faults, reset, not_reset, full)
         hit.sources = list(ctexts) + ([str(capture_dump.path)] if copied is not None else [])
         stopped.sources = list(ctexts)
@@ -410,7 +434,8 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
         out.append(EndpointVerdict(dev.bdf, name, dev.driver, could, did, hit, stopped, completions,
                                    len(faults), ports, ring.phys_pages if ring else [], dev.vendor, dev.device,
                                    ring.decoder if ring else None, ring_status=ring.status if ring else None,
-                                   rings=rings))
+                                   rings=rings, dma_owner=f"{dev.vfio.driver}: {dev.vfio.owner_text}"
+                                   if dev.vfio is not None else None))
     out += _unreadable_endpoints(prog, tree, pdevs)
     info = dump.info
     ident = {"path": str(dump.path) if dump.path else dump.source, "kernel_release": info.kernel_release,
@@ -463,6 +488,8 @@ def _did_claim(prog: drgn.Program, dev, pdev, ring, could: Claim, entry, m) -> C
         return Claim(False, [ring.note], basis=INFERRED, phrase=W.DID_NO_EVIDENCE, term="no evidence")
     if could.value is False and ring.status == "no ring decoder":
         return Claim(False, [ring.note], basis=INFERRED, phrase=W.DID_COULD_NOT)
+    if dev.vfio is not None and could.value is not False:
+        return Claim(None, _vfio_rings(prog, dev.vfio, m))
     if ring.status == "no ring decoder" and dev.driver is not None and pdev is not None:
         # what memory shows of a driver no decoder knows
         from dumpkit.rings.generic import generic_evidence
@@ -479,6 +506,21 @@ def _did_claim(prog: drgn.Program, dev, pdev, ring, could: Claim, entry, m) -> C
         did.evidence.append("whether it could DMA is unknown: " + could.evidence[-1])
         did.sources += could.sources
     return did
+
+
+def _vfio_rings(prog: drgn.Program, owner, m) -> list[str]:
+    """Why a VFIO-owned function's DMA after the crash is unknown: its rings are in its
+    owner's memory, in the owner's format; whether the dump kept those pages."""
+    from dumpkit.target.pagemap import missing_page_reason
+
+    ev = [f"its rings are in the memory of {owner.owner_text}, in a format of the owner's choosing: the "
+          "kernel holds no record of them"]
+    phys = next((r.phys for r in (m.ranges if m is not None else []) if r.write), None)
+    if phys is not None:
+        why = missing_page_reason(prog, phys)
+        ev.append(f"its owner's pages are not in this dump ({why})" if why else
+                  "its owner's pages are in this dump, but no decoder reads a userspace driver's rings")
+    return ev
 
 
 def _ring_records(ring) -> list[dict]:
@@ -513,8 +555,21 @@ def _fault_evidence(faults: list, suppressed: int, full: bool, alias: str | None
     return ev + ([alias] if alias else [])
 
 
+def _owner_addresses(faults: list, vfio) -> list[str]:
+    """The faulting addresses of a VFIO-owned device in its owner's terms (its IOVAs are
+    the owner's: the capture kernel keeps translating through the old context entry)."""
+    if vfio is None:
+        return []
+    addrs = sorted({f.address for f in faults if f.address is not None})
+    said = [t for t in (vfio.describe_iova(a) for a in addrs[:3]) if t]
+    outside = sum(1 for a in addrs if vfio.mapping_at(a) is None)
+    if outside:
+        said.append(f"{outside} faulting address(es) lie in no VFIO mapping of its owner")
+    return said
+
+
 def _capture_claim(cap: _CaptureFacts, bdf: str, could: Claim, did: Claim, faults: list, alias: str | None,
-                   ring, full: bool, diff, reset: dict, ports: list[str]) -> Claim:
+                   ring, full: bool, diff, reset: dict, ports: list[str], vfio=None) -> Claim:
     """What the device's DMA did to the capture kernel (JSON ``hit_capture_kernel``):
     "faulted" and "wrote" only on evidence of it; copied tables with no fault leave it
     unknown unless something shows the DMA overlapped the capture kernel's use of them."""
@@ -522,8 +577,8 @@ def _capture_claim(cap: _CaptureFacts, bdf: str, could: Claim, did: Claim, fault
     if did.value is False:
         return Claim(None, [], applicable=False, phrase=W.HIT_NA)
     if faults:
-        return Claim(True, _fault_evidence(faults, cap.suppressed, full, alias), basis=OBSERVED,
-                     phrase=W.HIT_FAULTED, term="faulted")
+        return Claim(True, _fault_evidence(faults, cap.suppressed, full, alias) + _owner_addresses(faults, vfio),
+                     basis=OBSERVED, phrase=W.HIT_FAULTED, term="faulted")
     if diff is not None and diff.changed:
         where = ", ".join(f"{n} in its {label}" for label, n in diff.where.items())
         return Claim(True, [f"{diff.changed} bytes changed between the vmcore and the capture dump ({where}): "

@@ -244,6 +244,8 @@ def verdict_text(v: Verdicts, width: int | None = None, colour: bool | None = No
         for claim, label in zip(CLAIMS, ("could DMA at the crash:", "DMA after the crash:", "in the capture kernel:",
                                          "stopped by reset:"), strict=True):
             lines += _claim_lines(label, getattr(e, claim), width, colour)
+        if e.dma_owner:
+            lines += wrap(f"    {'DMA owned by:':24}{e.dma_owner}", " " * 28)
         if e.decoder:
             lines.append(f"    {'judged by decoder:':24}{e.decoder}")
         if e.landed_pages:
@@ -261,7 +263,7 @@ def _row(e: EndpointVerdict) -> dict:
     row = {"bdf": e.bdf, "name": e.name, "driver": e.driver, "ids": _ids(e),
            "verdict": e.summary, "says": e.says, "post_crash_completions": e.post_crash_completions,
            "faults": e.faults, "reset_ports": ",".join(e.reset_ports), "landed_pages": len(e.landed_pages),
-           "decoder": e.decoder, "rank": RANKS[endpoint_rank(e)]}
+           "decoder": e.decoder, "dma_owner": e.dma_owner, "rank": RANKS[endpoint_rank(e)]}
     for claim in CLAIMS:
         c = getattr(e, claim)
         row[claim] = c.value

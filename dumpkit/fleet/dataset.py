@@ -28,7 +28,7 @@ DUMPS_SCHEMA = pa.schema([
     ("endpoints", INT), ("could_dma", INT), ("dma_after_crash", INT), ("hit_capture_kernel", INT),
     ("stopped_by_reset", INT), ("faults", INT), ("post_crash_completions", INT), ("ports_reset", INT),
     ("dma_after_crash_devices", S), ("could_dma_unknown", INT), ("dma_after_crash_unknown", INT),
-    ("hit_capture_kernel_unknown", INT), ("stopped_by_reset_unknown", INT), ("unreadable", S), ("capture_log", S), ("capture_log_match", S), ("warnings", S),
+    ("hit_capture_kernel_unknown", INT), ("stopped_by_reset_unknown", INT), ("assigned_devices", S), ("unreadable", S), ("capture_log", S), ("capture_log_match", S), ("warnings", S),
     ("iommu", S), ("worker", S), ("seconds", F), ("analysed_at", S),
 ])
 ENDPOINTS_SCHEMA = pa.schema([
@@ -40,6 +40,7 @@ ENDPOINTS_SCHEMA = pa.schema([
     ("stopped_by_reset", B), ("stopped_by_reset_applicable", B), ("stopped_by_reset_evidence", S),
     ("stopped_by_reset_sources", S),
     ("post_crash_completions", INT), ("faults", INT), ("decoder", S), ("reset_ports", S), ("summary", S),
+    ("dma_owner", S),
 ])
 
 

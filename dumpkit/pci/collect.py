@@ -35,6 +35,7 @@ from drgn.helpers.linux.pci import for_each_pci_dev
 from dumpkit.errors import AnalysisError
 from dumpkit.kernel import iommu_group_id, pci_driver_name
 from dumpkit.pci.ids import PciIds, load_pci_ids
+from dumpkit.vfio import VfioOwner, is_vfio_driver, vfio_owner
 
 __all__ = ["AER_COR_ERRORS", "AER_UNCOR_ERRORS", "ERROR_STATES", "NOT_IN_DUMP", "PCIE_PORT_TYPES",
            "POWER_STATES", "PciDevice", "PciResource", "PciTree", "collect_pci", "pci_layout"]
@@ -149,6 +150,8 @@ class PciDevice:
     is_vga: bool = False
     could_dma: bool | None = None
     could_dma_reason: str = ""
+    # who drives its DMA when that is not a kernel driver (vfio-pci: a VM or a userspace driver)
+    vfio: VfioOwner | None = None
     # lspci-grade view ----------------------------------------------------------------
     pdev_address: int | None = None          # the struct pci_dev * (for drgn / crash)
     primary_bus: int | None = None           # number of the bus the function sits on
@@ -522,6 +525,8 @@ def _read_device(pdev: drgn.Object, ids: PciIds, layout: PciLayout) -> PciDevice
         dev.secondary_bus = pdev.subordinate.number.value_()
         dev.subordinate_bus = r.get("subordinate_bus", lambda p: p.subordinate.busn_res.end.value_())
     dev.driver = r.get("driver", lambda p: _driver_name(p, layout))
+    if is_vfio_driver(dev.driver):
+        dev.vfio = vfio_owner(pdev, dev.bdf, dev.driver)
     dev.enable_count = r.get("enable_count", lambda p: p.enable_cnt.counter.value_(), "enable_cnt")
     dev.is_busmaster = r.get("is_busmaster", lambda p: bool(p.is_busmaster), "is_busmaster")
     dev.state_saved = r.get("state_saved", lambda p: bool(p.state_saved), "state_saved")
@@ -601,7 +606,9 @@ def _judge_dma(tree: PciTree) -> None:
             (dev.error_state in (None, "normal"), f"error state {dev.error_state}"),
         ]
         failed = [why for ok, why in checks if not ok]
-        if "driver" in dev.unknown:
+        if dev.vfio is not None:
+            dev.could_dma, dev.could_dma_reason = _vfio_could_dma(dev, failed)
+        elif "driver" in dev.unknown:
             dev.could_dma, dev.could_dma_reason = None, f"unknown: its driver is unreadable ({dev.unknown['driver']})"
         elif dev.is_busmaster is None or dev.enable_count is None:
             dev.could_dma, dev.could_dma_reason = None, "unknown: Bus Master or enable count unreadable"
@@ -609,6 +616,27 @@ def _judge_dma(tree: PciTree) -> None:
             dev.could_dma, dev.could_dma_reason = False, "; ".join(failed)
         else:
             dev.could_dma, dev.could_dma_reason = True, "driver bound, enabled, Bus Master on up to the root"
+
+
+def _vfio_could_dma(dev: PciDevice, failed: list[str]) -> tuple[bool | None, str]:
+    """A VFIO-owned function: the kernel's Bus Master flag says nothing (vfio-pci passes
+    the owner's Command-register writes to the device and never sets ``is_busmaster``),
+    so it is judged by whether anyone has it open and what it was given to write."""
+    owner = dev.vfio
+    blocking = [why for why in failed if not why.startswith(("Bus Master off", "not enabled"))]
+    no_bm = ("the kernel keeps no Bus Master state for a VFIO-owned function (vfio-pci passes the owner's "
+             "Command-register writes to the device)")
+    if blocking:
+        return False, "; ".join(blocking)
+    if owner.is_open is False:
+        return False, (f"bound to {owner.driver}, not open: vfio-pci clears Bus Master and resets the function "
+                       "when its last user closes it")
+    if owner.is_open is None:
+        why = owner.unknown.get("vfio") or owner.unknown.get("open_count") or "its VFIO state is unreadable"
+        return None, f"unknown: bound to {owner.driver}, whether it is open is unknown ({why}); {no_bm}"
+    if owner.group_type == "no-iommu":
+        return True, (f"assigned to {owner.owner_text} in VFIO no-IOMMU mode: its DMA is not translated; {no_bm}")
+    return True, f"assigned to {owner.owner_text} through {owner.driver} (open); {no_bm}"
 
 
 def _pci_devs(prog: drgn.Program):

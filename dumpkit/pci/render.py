@@ -151,6 +151,8 @@ def dma_flags(dev: PciDevice) -> str:
     flags = []
     if dev.could_dma:
         flags.append("DMA")
+    if dev.vfio is not None:
+        flags.append("VFIO")
     if dev.is_busmaster:
         flags.append("BM")
     if dev.upstream_busmaster is False:
@@ -445,10 +447,33 @@ def device_text(dev: PciDevice, *, numeric: int = NAMES_AND_NUMBERS, modules: It
     if not dev.is_bridge:
         verdict = {True: "yes", False: "no", None: "unknown"}[dev.could_dma]
         out.append(f"\tDMA at crash: {verdict} ({dev.could_dma_reason})")
+    if dev.vfio is not None:
+        out += vfio_lines(dev.vfio)
     for key, why in dev.unknown.items():
         out.append(f"\tUnknown {key}: {why}")
     out += kernel_lines(dev, modules)
     return "\n".join(out)
+
+
+def vfio_lines(owner) -> list[str]:
+    """A VFIO-owned function's owner, group, container and mappings (``pci -v``)."""
+    state = {True: "open", False: "not open", None: "open state unknown"}[owner.is_open]
+    out = [f"\tVFIO: {owner.driver}, {state}, owner {owner.owner_text}"]
+    group = [f"group {owner.group_id}" if owner.group_id is not None else None,
+             f"type {owner.group_type}" if owner.group_type else None,
+             f"domain {owner.group_domain}" if owner.group_domain else None,
+             f"default domain {owner.default_domain}" if owner.default_domain else None,
+             f"container {owner.container}" if owner.container else None,
+             None if owner.memory_enabled is None else f"memory space {'on' if owner.memory_enabled else 'off'}"]
+    out.append("\t\t" + ", ".join(g for g in group if g))
+    for m in owner.mappings[:16]:
+        prot = ("r" if m.read else "-") + ("w" if m.write else "-")
+        out.append(f"\t\tIOVA {m.iova:#x}-{m.end - 1:#x} {prot} = {m.process or 'owner'} vaddr {m.vaddr:#x}"
+                   + ("" if m.iommu_mapped else " (not mapped in the IOMMU)"))
+    if len(owner.mappings) > 16:
+        out.append(f"\t\t... {len(owner.mappings) - 16} more mappings (--json lists all)")
+    out += [f"\t\tUnknown {k}: {why}" for k, why in owner.unknown.items()]
+    return out
 
 
 def detail_text(tree: PciTree, bdfs: Iterable[str] | None = None, *, numeric: int = NAMES_AND_NUMBERS,
@@ -480,6 +505,9 @@ def to_records(tree: PciTree, hex_fields: bool = False,
     out = []
     for dev in tree:
         rec = dataclasses.asdict(dev)
+        if dev.vfio is not None:
+            rec["vfio"].update(owner=dev.vfio.owner_text, is_open=dev.vfio.is_open,
+                               writable_bytes=dev.vfio.writable_bytes)
         if modules is not None:
             rec["kernel_modules"] = list(modules.get(dev.bdf, ()))
         if hex_fields:

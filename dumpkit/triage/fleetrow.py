@@ -26,7 +26,7 @@ def endpoint_rows(verdicts) -> list[dict]:
                else None,
                "post_crash_completions": e.post_crash_completions, "faults": e.faults, "decoder": e.decoder,
                "reset_ports": ",".join(e.reset_ports) or None, "summary": e.summary,
-               "stopped_by_reset_applicable": e.stopped_by_reset.applicable}
+               "stopped_by_reset_applicable": e.stopped_by_reset.applicable, "dma_owner": e.dma_owner}
         for name in ("could_dma", "did_dma_after_crash", "hit_capture_kernel", "stopped_by_reset"):
             row[name], row[name + "_evidence"] = _claim(getattr(e, name))
             row[name + "_sources"] = "; ".join(getattr(e, name).sources) or None

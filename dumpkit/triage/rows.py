@@ -30,7 +30,7 @@ COLUMNS = ["path", "kind", "status", "error", "kernel_release", "build_id", "cra
            "capture_kernel", "crash_dump", "capture_log", "endpoints", "could_dma", "dma_after_crash",
            "hit_capture_kernel", "stopped_by_reset", "faults", "post_crash_completions", "ports_reset",
            "dma_after_crash_devices", "could_dma_unknown", "dma_after_crash_unknown", "hit_capture_kernel_unknown",
-           "stopped_by_reset_unknown", "unreadable", "seconds"]
+           "stopped_by_reset_unknown", "assigned_devices", "unreadable", "seconds"]
 
 
 FORMATS = ("csv", "json", "jsonl", "parquet")
@@ -131,7 +131,9 @@ def verdict_counts(v) -> dict:
     the dump lost."""
     eps = v.endpoints
     row = {"endpoints": len(eps), "faults": sum(e.faults for e in eps), "ports_reset": len(v.ports_reset),
-           "dma_after_crash_devices": ",".join(f"{e.bdf}[{e.driver}]" for e in eps if e.did_dma_after_crash.value)}
+           "dma_after_crash_devices": ",".join(f"{e.bdf}[{e.driver}]" for e in eps if e.did_dma_after_crash.value),
+           # functions a VM or userspace driver owned through VFIO: no kernel driver knew their DMA
+           "assigned_devices": ",".join(f"{e.bdf}[{e.dma_owner}]" for e in eps if e.dma_owner) or None}
     for column, claim in (("could_dma", "could_dma"), ("dma_after_crash", "did_dma_after_crash"),
                           ("hit_capture_kernel", "hit_capture_kernel"), ("stopped_by_reset", "stopped_by_reset")):
         claims = [getattr(e, claim) for e in eps]
