@@ -1,0 +1,179 @@
+"""Functions owned by a userspace driver through vfio-pci (the VFIO scenarios scripts/setup
+generates): owner, IOVA ranges and their physical pages against what the driver itself
+recorded inside the guest (its /proc/self/pagemap), the container's records against the
+IOMMU walk, and the claims: never "could not DMA" for a device its owner was driving,
+faults in the capture kernel resolved to the owner's buffer. Devices are found by driver,
+never by BDF."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import dumpkit
+from conftest import run_cli
+from dumpkit.verdict import judge
+from dumpkit.vfio.check import compare_with_walk
+from dumpkit.vfio.model import VfioMapping, VfioOwner
+
+CACHE = Path(os.environ.get("DUMPKIT_CACHE") or Path.home() / ".cache" / "dumpkit")
+SCENARIOS = ("vfio-copied", "vfio-nocopy-fault")
+
+
+def _roots() -> dict[str, Path]:
+    """Each VFIO scenario's newest generated directory (any kernel series)."""
+    found: dict[str, Path] = {}
+    for manifest in sorted((CACHE / "samples").glob("*/manifest.json"), key=lambda p: p.stat().st_mtime):
+        data = json.loads(manifest.read_text())
+        for d in data["dumps"]:
+            if d["scenario"] in SCENARIOS and d["kind"] == "first-kernel vmcore":
+                found[d["scenario"]] = manifest.parent
+    return found
+
+
+ROOTS = _roots()
+if os.environ.get("CI") and set(ROOTS) != set(SCENARIOS):
+    raise RuntimeError(f"VFIO samples missing under {CACHE / 'samples'}: scripts/setup generates them")
+_OPEN: dict = {}
+
+
+def _kernel(root: Path) -> dict:
+    return json.loads((root / "manifest.json").read_text())["kernel"]
+
+
+def opened(scenario: str):
+    if scenario not in ROOTS:
+        pytest.skip(f"no {scenario} sample in the cache: run scripts/setup")
+    if scenario not in _OPEN:
+        root = ROOTS[scenario]
+        run = json.loads((root / scenario / "run.json").read_text())
+        vmcore = root / scenario / run.get("capture_path", {}).get("files", {}).get("vmcore", "vmcore.kdump")
+        if not vmcore.exists():
+            vmcore = next((root / scenario).rglob("*vmcore*"))
+        dump = dumpkit.open(vmcore, debuginfo=[str((root / _kernel(root)["debug_dir"]).resolve())])
+        _OPEN[scenario] = (root / scenario, dump)
+    return _OPEN[scenario]
+
+
+def truth(scenario: str) -> dict:
+    d, _dump = opened(scenario)
+    return json.loads(next(d.rglob("vfio.json")).read_text())
+
+
+def vfio_device(tree):
+    owned = [dev for dev in tree if dev.vfio is not None]
+    assert len(owned) == 1, [d.bdf for d in owned]
+    return owned[0]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_owner_equals_the_driver_s_own_record(scenario):
+    t = truth(scenario)
+    _d, dump = opened(scenario)
+    dev = vfio_device(dump.pci())
+    owner = dev.vfio
+    assert dev.bdf == t["bdf"] and dev.driver == "vfio-pci"
+    assert owner.unknown == {}, owner.unknown
+    assert owner.is_open and owner.group_id == t["iommu_group"] and owner.group_type == "iommu"
+    assert owner.group_domain == "unmanaged" and owner.default_domain in ("DMA", "DMA-FQ")
+    assert owner.container == "vfio-iommu-type1 v2"
+    assert [(p.pid, p.comm) for p in owner.processes] == [(t["pid"], t["comm"])]
+    want = sorted((m["iova"], m["size"], m["vaddr"], "w" in m["prot"]) for m in t["mappings"])
+    assert [(m.iova, m.size, m.vaddr, m.write) for m in owner.mappings] == want
+    assert owner.memory_enabled is True
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_iommu_walk_equals_the_owner_s_pages(scenario):
+    """Every 4 KiB of every mapping: the IOMMU walk's physical page equals the page the
+    driver read from its own pagemap."""
+    t = truth(scenario)
+    _d, dump = opened(scenario)
+    from dumpkit.iommu.collect import collect_iommu
+
+    dev = vfio_device(dump.pci())
+    mapping = collect_iommu(dump).mapping(dev.bdf)
+    assert mapping is not None and not mapping.errors
+    check = compare_with_walk(dev.vfio, mapping.ranges)
+    assert check.agrees, check.text()
+    ranges = sorted(mapping.ranges, key=lambda r: r.iova)
+    for m in t["mappings"]:
+        iova = m["iova"]
+        for phys, length in m["phys"]:
+            for off in range(0, length, 4096):
+                hit = next(r for r in ranges if r.iova <= iova + off < r.iova + r.size)
+                assert hit.phys + (iova + off - hit.iova) == phys + off, hex(iova + off)
+            iova += length
+        assert iova == m["iova"] + m["size"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_never_could_not_dma(scenario):
+    """The kernel's is_busmaster is off (vfio-pci never sets it); the guest's config space
+    had Bus Master on; the claim is "yes, inferred" with the owner named."""
+    t = truth(scenario)
+    d, dump = opened(scenario)
+    gt = json.loads((d / "ground-truth" / "pci.json").read_text())["devices"][t["bdf"]]
+    dev = vfio_device(dump.pci())
+    assert dev.is_busmaster is False and gt["bus_master"] is True
+    e = next(e for e in judge(dump).endpoints if e.bdf == t["bdf"])
+    assert e.could_dma.value is True and e.could_dma.basis == "inferred", str(e.could_dma)
+    assert f"pid {t['pid']} {t['comm']}" in e.dma_owner
+    assert e.did_dma_after_crash.value is not False, str(e.did_dma_after_crash)
+    assert any("agree" in x for x in e.could_dma.evidence), e.could_dma.evidence
+
+
+def test_capture_faults_resolved_to_the_owner_s_buffer():
+    d, dump = opened("vfio-nocopy-fault")
+    t = truth("vfio-nocopy-fault")
+    v = judge(dump, capture_logs=[str(d / "capture-dmesg.txt")])
+    e = next(e for e in v.endpoints if e.bdf == t["bdf"])
+    assert e.faults > 0 and e.hit_capture_kernel.word == "faulted"
+    assert e.did_dma_after_crash.value is True
+    said = [x for x in e.hit_capture_kernel.evidence if x.startswith("IOVA ")]
+    assert said and all(f"pid {t['pid']} {t['comm']}'s buffer" in x for x in said), e.hit_capture_kernel.evidence
+    for x in said:
+        iova = int(x.split()[1], 16)
+        assert any(m["iova"] <= iova < m["iova"] + m["size"] for m in t["mappings"]), x
+
+
+def test_cli_shows_the_owner():
+    d, _dump = opened("vfio-copied")
+    t = truth("vfio-copied")
+    root = ROOTS["vfio-copied"]
+    vmcore = next(p for p in d.iterdir() if p.name.startswith("vmcore") or p.name.startswith("dump."))
+    debug = str((root / _kernel(root)["debug_dir"]).resolve())
+    out = run_cli("pci", str(vmcore), "--debuginfo", debug, "-v", "-s", t["bdf"])
+    assert out.returncode == 0, out.stderr
+    assert f"owner userspace (pid {t['pid']} {t['comm']})" in out.stdout
+    js = run_cli("verdict", str(vmcore), "--debuginfo", debug, "--json")
+    assert js.returncode == 0, js.stderr
+    ep = next(x for x in json.loads(js.stdout)["endpoints"] if x["bdf"] == t["bdf"])
+    assert ep["could_dma"] is True and ep["dma_owner"].startswith("vfio-pci: userspace")
+
+
+# -- the comparison itself, on records that must disagree ------------------------------------
+
+class _R:
+    def __init__(self, iova, size, write=True):
+        self.iova, self.size, self.write = iova, size, write
+
+
+def _owner(*maps) -> VfioOwner:
+    return VfioOwner("0000:01:00.0", "vfio-pci", open_count=1,
+                     mappings=[VfioMapping(i, n, 0x7f0000000000 + i, True, w, None, True, 0) for i, n, w in maps])
+
+
+def test_compare_finds_each_kind_of_disagreement():
+    owner = _owner((0x10000, 0x4000, True), (0x100000, 0x2000, False))
+    same = compare_with_walk(owner, [_R(0x10000, 0x1000), _R(0x11000, 0x3000), _R(0x100000, 0x2000, False)])
+    assert same.agrees and same.agreed == 0x6000
+    short = compare_with_walk(owner, [_R(0x10000, 0x2000), _R(0x100000, 0x2000, False)])
+    assert short.only_vfio == [(0x12000, 0x2000)] and not short.agrees
+    extra = compare_with_walk(owner, [_R(0x10000, 0x4000), _R(0x100000, 0x2000, False), _R(0x200000, 0x1000)])
+    assert extra.only_tables == [(0x200000, 0x1000)]
+    perm = compare_with_walk(owner, [_R(0x10000, 0x4000, False), _R(0x100000, 0x2000, False)])
+    assert perm.permission == [(0x10000, 0x4000)] and "disagree" in perm.text()
