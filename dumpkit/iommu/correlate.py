@@ -117,4 +117,7 @@ def correlate_faults(prog: drgn.Program, tree: PciTree, mappings: list[DeviceMap
                 corr.note = f"driver buffers unreadable: {e}"
         corr.buffer = next((b.label for b in buffers_cache[bdf] if b.iova <= f.address < b.iova + max(b.size, 1)),
                            None)
+        if corr.buffer is None and dev is not None and dev.vfio is not None:
+            # a VFIO owner's IOVA space is its own: name the owner's buffer
+            corr.buffer = dev.vfio.describe_iova(f.address)
     return out
