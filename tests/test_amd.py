@@ -117,9 +117,11 @@ def test_event_decoding_matches_the_kernels_fields():
 def test_verdicts_same_in_kind_as_vt_d(case):
     """The NIC did DMA after the crash and the capture kernel copied the device table: the
     same verdict as the VT-d copied-traffic scenario, judged without naming a vendor. No
-    fault, and nothing in the dump shows the NIC's DMA overlapped the capture kernel's use
-    of the copy (QEMU: its last receive write came seconds before the capture kernel first
-    invalidated the device table), so what it did there is unknown, never "hit"."""
+    fault, and nothing in the dump shows whether the NIC's DMA overlapped the capture kernel's
+    use of the copy, so what it did there is unknown, never "hit" and never "no". QEMU's
+    trace decides it either way by the machine's speed: on a slow host the NIC's last receive
+    write comes before the capture kernel first invalidates the device table, on a fast one
+    after it (seen: 16.5 s against 6.7 s); the claim must not change with that."""
     from dumpkit.verdict import judge
 
     dump, truth, _state = case
@@ -130,7 +132,8 @@ def test_verdicts_same_in_kind_as_vt_d(case):
     assert nic.hit_capture_kernel.word == "unknown" and "overlapped" in str(nic.hit_capture_kernel)
     run = json.loads((ROOT / SCENARIO / "run.json").read_text())
     last = run["qemu_events"]["after_crash_first_last_s"]
-    assert last["e1000e_rx_written_to_guest"][1] < last["amdvi_devtab_inval"][0]
+    assert last["e1000e_rx_written_to_guest"] and last["amdvi_devtab_inval"]
+    assert nic.hit_capture_kernel.value is None
     counts = run["qemu_events"]["counts"]
     written = sum(counts[p].get("e1000e_rx_written_to_guest", 0) for p in ("crash_to_capture_init",
                                                                            "after_capture_init"))
@@ -197,18 +200,24 @@ def test_capture_kernel_marks_the_copied_device_table(case, capture):
 
 def test_verdict_from_the_capture_dump_says_copied_tables(case, capture):
     """Given the capture kernel's dump instead of its log, the copy is read from memory:
-    the NIC was on the copied table; its rings are the same in both dumps (QEMU traced no
-    receive write after the capture kernel's /init), so nothing shows it wrote while the
-    capture kernel ran: unknown, not "hit"."""
+    the NIC was on the copied table. Whether it kept writing while the capture kernel ran is
+    decided by QEMU's trace of this run (on a fast host the NIC still had free descriptors
+    after the capture kernel's /init; on a slow one its ring was full before): where QEMU
+    traced receive writes after /init, the rings differ between the two dumps and the claim
+    is "wrote" (observed); where it traced none, they are the same and the claim is unknown,
+    never "hit"."""
     from dumpkit.verdict import judge
 
     dump, truth, _state = case
     nic = judge(dump, [], capture_dump=capture).get(next(b for b, d in truth.items() if d["driver"] == "e1000e"))
     hit = nic.hit_capture_kernel
-    assert hit.value is None and "copied (capture dump)" in str(hit)
-    assert "unchanged between the vmcore and the capture dump" in str(hit)
     run = json.loads((ROOT / SCENARIO / "run.json").read_text())
-    assert not run["qemu_events"]["counts"]["after_capture_init"].get("e1000e_rx_written_to_guest")
+    if run["qemu_events"]["counts"]["after_capture_init"].get("e1000e_rx_written_to_guest"):
+        assert hit.value is True and hit.word == "wrote" and hit.basis == "observed", str(hit)
+        assert "changed between the vmcore and the capture dump" in str(hit)
+    else:
+        assert hit.value is None and "copied (capture dump)" in str(hit)
+        assert "unchanged between the vmcore and the capture dump" in str(hit)
 
 
 # --- a capture kernel that refuses to copy (amd-nocopy) -----------------------------------

@@ -92,7 +92,9 @@ def _unit_line(u) -> str:
     if u.mmio_base is not None:
         parts.append(f"registers {u.mmio_base:#x}")
     if "scalable_mode" in f:
-        parts.append(f"{'scalable' if f['scalable_mode'] else 'legacy'} mode")
+        kinds = f.get("translation_types")
+        parts.append(f"{'scalable' if f['scalable_mode'] else 'legacy'} mode"
+                     + (f" (PASID entries: {', '.join(f'{n} {k}' for k, n in kinds.items())})" if kinds else ""))
     if "translation_on" in f:
         parts.append(f"translation {'on' if f['translation_on'] else 'off'}")
     parts.append(f"pre-enabled by the previous kernel: {'yes' if f.get('translation_pre_enabled') else 'no'}")

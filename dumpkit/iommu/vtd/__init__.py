@@ -60,6 +60,20 @@ def _unit(u) -> Unit:
                 errors=[f"{k}: {v}" for k, v in u.unknown.items()])
 
 
+def _translation_types(units: list[Unit], raw_entries) -> None:
+    """Per scalable-mode unit, how many PASID entries use each translation type (PGTT):
+    first-level tables are the default of kernels since v6.x on hardware that has them
+    (``intel_iommu=sm_on``), second-level before; a dump says which it ran."""
+    for unit in units:
+        if not unit.flags.get("scalable_mode"):
+            continue
+        kinds: dict[str, int] = {}
+        for e in raw_entries:
+            if e.unit == unit.name and e.scalable_mode and e.translation != "unreadable":
+                kinds[e.translation] = kinds.get(e.translation, 0) + 1
+        unit.flags["translation_types"] = dict(sorted(kinds.items()))
+
+
 def _table_sources(e, roots: dict[str, int | None]) -> list[str]:
     """The root and context tables an entry was read from."""
     out = []
@@ -151,6 +165,7 @@ def collect(prog: drgn.Program, pci_bdfs: set[str] = frozenset()) -> VtdState:
         state.entries = [unknown_entry(bdf, "VT-d", why) for bdf in sorted(pci_bdfs)]
         return state
     state.raw_entries = raw_entries
+    _translation_types(state.units, raw_entries)
     roots = {u.name: u.root_table for u in raw_units}
     entries = [_entry(e, roots) for e in raw_entries if e.translation != "unreadable"]
     # unreadable tables: the whole unit (root table) or a bus (context table) is unknown
