@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["DistroKernel", "fetch", "cache_root", "load_order", "builtin_modules", "GUEST_MODULES",
-           "HW_MODULES", "CAPTURE_MODULES", "CACHED_MODULES", "SUITES", "GUEST_TOOLS"]
+           "HW_MODULES", "VFIO_MODULES", "CAPTURE_MODULES", "CACHED_MODULES", "SUITES", "GUEST_TOOLS"]
 
 # What the sample guests load, by module name; dependencies are added from modules.dep.
 # qemu_fw_cfg: the first kernel registers its VMCOREINFO with QEMU's vmcoreinfo device
@@ -48,9 +48,14 @@ GUEST_MODULES = ["virtio_pci", "9pnet_virtio", "9p", "e1000e", "nvme", "virtio_n
 # storage/USB controllers users run, the SCSI disk driver and USB mass storage.
 HW_MODULES = ["e1000", "vmxnet3", "vmw_pvscsi", "megaraid_sas", "ahci", "sd_mod", "xhci_pci",
               "usb_storage"]
+# The VFIO scenarios (vfio-copied, vfio-nocopy-fault) load these in the first kernel once
+# the kernel's e1000e has had the NIC (guest/init: dumpkit.vfio): vfio-pci takes the NIC
+# over for our userspace driver (guest/vfio-rx.c) and its type1 IOMMU backend maps the
+# driver's memory; modules.dep adds vfio_virqfd, irqbypass, ...
+VFIO_MODULES = ["vfio", "vfio_iommu_type1", "vfio_pci_core", "vfio_pci"]
 CAPTURE_MODULES = ["virtio_pci", "9pnet_virtio", "9p"]
 # What the cache keeps: every module some guest loads (and what they depend on)
-CACHED_MODULES = list(dict.fromkeys(GUEST_MODULES + HW_MODULES + CAPTURE_MODULES))
+CACHED_MODULES = list(dict.fromkeys(GUEST_MODULES + HW_MODULES + VFIO_MODULES + CAPTURE_MODULES))
 LAYOUT_VERSION = "3"
 # Debian suites a kernel package is looked for in (private apt configuration each) when
 # the apt this runs with does not know it, oldest first
@@ -501,6 +506,9 @@ def fetch(package: str | None = None, force: bool = False, suite: str | None = N
     if info_path.exists() and not force:
         info = json.loads(info_path.read_text())
         if info.get("layout_version") == LAYOUT_VERSION:
+            missing = _missing_modules(root, info)
+            if missing:
+                info = _add_modules(root, info, missing)
             return DistroKernel(root, info)
     if not suite:
         suite, env = locate_package(package)
@@ -518,19 +526,7 @@ def fetch(package: str | None = None, force: bool = False, suite: str | None = N
     shutil.rmtree(work, ignore_errors=True)
     t1 = time.monotonic()
     with tempfile.TemporaryDirectory(dir=cache_root()) as tmp:
-        img = Path(tmp) / "image"
-        _extract(image_deb, img)
-        # bookworm: lib/modules/RELEASE; trixie (merged /usr): usr/lib/modules/RELEASE
-        base = img if (img / "lib" / "modules" / release).is_dir() else img / "usr"
-        kver = base / "lib" / "modules" / release
-        if not (img / "boot" / f"vmlinuz-{release}").is_file() or not kver.is_dir():
-            raise FetchError(f"{image_deb.name} has no boot/vmlinuz-{release} or [usr/]lib/modules/{release}")
-        # the package ships no modules.dep: depmod makes it at install time
-        _run(["depmod", "-b", str(base), release], capture_output=True)
-        dep = parse_modules_dep((kver / "modules.dep").read_text())
-        # modules the kernel has built in (trixie's virtio_pci) need no file
-        builtin = builtin_modules(kver)
-        wanted = load_order(dep, [m for m in CACHED_MODULES if m not in builtin])
+        img, kver, builtin, wanted = _unpack_image(image_deb, Path(tmp), release)
         (work / "boot").mkdir(parents=True)
         for f in (img / "boot").iterdir():
             shutil.copy2(f, work / "boot" / f.name)
@@ -555,7 +551,8 @@ def fetch(package: str | None = None, force: bool = False, suite: str | None = N
         "package": package, "package_version": version, "dbg_package": package + "-dbg",
         "kernel_release": release, "build_id": _elf_build_id(vmlinux),
         "source_package": "linux", "source_version": version,
-        "guest_modules": GUEST_MODULES, "hw_modules": HW_MODULES, "capture_modules": CAPTURE_MODULES,
+        "guest_modules": GUEST_MODULES, "hw_modules": HW_MODULES, "vfio_modules": VFIO_MODULES,
+        "capture_modules": CAPTURE_MODULES,
         "module_files": wanted, "modules_without_debug_file": missing,
         **({"apt_suite": suite, "builtin_modules": sorted(set(CACHED_MODULES) & builtin)} if suite else {}),
         **({"guest_tools": tools} if tools else {}),
@@ -573,6 +570,81 @@ def fetch(package: str | None = None, force: bool = False, suite: str | None = N
     info_path.write_text(json.dumps(info, indent=1) + "\n")
     log(f"{release}: download {t_download:.0f} s, extract {t_extract:.0f} s, cache {size / 2**20:.0f} MiB")
     return DistroKernel(root, info)
+
+
+def _unpack_image(image_deb: Path, tmp: Path, release: str) -> tuple[Path, Path, set[str], list[str]]:
+    """The image package unpacked under tmp/image with a modules.dep: (image root, its
+    lib/modules/RELEASE, the modules built in, the package paths of CACHED_MODULES and
+    what they depend on, in load order)."""
+    img = tmp / "image"
+    _extract(image_deb, img)
+    # bookworm: lib/modules/RELEASE; trixie (merged /usr): usr/lib/modules/RELEASE
+    base = img if (img / "lib" / "modules" / release).is_dir() else img / "usr"
+    kver = base / "lib" / "modules" / release
+    if not (img / "boot" / f"vmlinuz-{release}").is_file() or not kver.is_dir():
+        raise FetchError(f"{image_deb.name} has no boot/vmlinuz-{release} or [usr/]lib/modules/{release}")
+    # the package ships no modules.dep: depmod makes it at install time
+    _run(["depmod", "-b", str(base), release], capture_output=True)
+    dep = parse_modules_dep((kver / "modules.dep").read_text())
+    # modules the kernel has built in (trixie's virtio_pci) need no file
+    builtin = builtin_modules(kver)
+    return img, kver, builtin, load_order(dep, [m for m in CACHED_MODULES if m not in builtin])
+
+
+def _missing_modules(root: Path, info: dict) -> list[str]:
+    """The names of CACHED_MODULES a cache entry has no file for (a list that grew since the
+    entry was made), built-in ones aside."""
+    have = {module_name(rel) for rel in info.get("module_files", [])}
+    builtin = set(info.get("builtin_modules", [])) | \
+        builtin_modules(root / "modules" / "lib" / "modules" / info["kernel_release"])
+    return [m for m in CACHED_MODULES if m not in have and m not in builtin]
+
+
+def _add_modules(root: Path, info: dict, missing: list[str]) -> dict:
+    """Add modules CACHED_MODULES gained since the entry was made (and what they depend on)
+    to a cache entry, in place: the packages are downloaded again, only the new modules and
+    their debug files are extracted (the -dbg package is read once, ~40 s), depmod runs on
+    the cached tree, and kernel.json is rewritten last (an interrupted run is redone)."""
+    release, package = info["kernel_release"], info["package"]
+    suite = info.get("apt_suite")
+    env = suite_apt_env(suite) if suite else None
+    log(f"{release}: the cache has no {', '.join(missing)}: adding them")
+    debs = cache_root() / "distro" / "debs"
+    t0 = time.monotonic()
+    image_deb = _download(package, debs, env)
+    dbg_deb = _download(package + "-dbg", debs, env)
+    t_download = time.monotonic() - t0
+    t1 = time.monotonic()
+    mods_root = root / "modules"
+    mods = mods_root / "lib" / "modules" / release
+    have = set(info.get("module_files", []))
+    with tempfile.TemporaryDirectory(dir=cache_root()) as tmp:
+        _img, kver, builtin, wanted = _unpack_image(image_deb, Path(tmp), release)
+        new = [rel for rel in wanted if _plain(rel) not in have]
+        for rel in new:
+            _copy_module(kver / rel, mods / _plain(rel))
+        _run(["depmod", "-b", str(mods_root), release], capture_output=True)
+        if new:
+            _extract(dbg_deb, root / "debug",
+                     [f"./usr/lib/debug/lib/modules/{release}/{_plain(rel)}" for rel in new])
+    t_extract = time.monotonic() - t1
+    wanted = [_plain(rel) for rel in wanted]
+    debug_mods = root / "debug/usr/lib/debug/lib/modules" / release
+    info = dict(info, guest_modules=GUEST_MODULES, hw_modules=HW_MODULES, vfio_modules=VFIO_MODULES,
+                capture_modules=CAPTURE_MODULES, module_files=wanted,
+                modules_without_debug_file=[rel for rel in wanted if not (debug_mods / rel).is_file()])
+    info.setdefault("added", []).append({"modules": [_plain(rel) for rel in new],
+                                         "download_s": round(t_download, 1), "extract_s": round(t_extract, 1)})
+    if suite:
+        info["builtin_modules"] = sorted(set(CACHED_MODULES) & builtin)
+    info["cache_bytes"] = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    tmp_info = root / "kernel.json.partial"
+    tmp_info.write_text(json.dumps(info, indent=1) + "\n")
+    tmp_info.rename(root / "kernel.json")
+    for deb in (image_deb, dbg_deb):
+        deb.unlink(missing_ok=True)
+    log(f"{release}: added {len(new)} module files: download {t_download:.0f} s, extract {t_extract:.0f} s")
+    return info
 
 
 def main(argv: list[str] | None = None) -> int:
