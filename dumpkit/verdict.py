@@ -319,22 +319,44 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
     :param force: use capture evidence that does not match this crash (with a warning)
     :raises CaptureMismatch: a capture log from another crash, unless ``force``
     """
-    from dumpkit.iommu.faults import parse_log, parse_printk
-    from dumpkit.iommu.collect import collect_iommu
-    from dumpkit.kdump.match import match_capture_log
-    from dumpkit.rings import iommu_bypass, ring_evidence
-    from dumpkit.target.walk import pci_devices
+    ev = _gather(dump, capture_logs, capture_dump, force)
+    out = [_judge_endpoint(ev, dev) for dev in ev.tree if dev.is_endpoint]
+    out += _unreadable_endpoints(ev.prog, ev.tree, ev.pdevs)
+    info = dump.info
+    ident = {"path": str(dump.path) if dump.path else dump.source, "kernel_release": info.kernel_release,
+             "build_id": info.build_id, "format": info.format}
+    return Verdicts(out, list(ev.texts), str(capture_dump.path) if capture_dump else None,
+                    sorted(ev.reset), ev.not_reset, ev.errors, ev.warnings, ev.state.vendor, ev.checks,
+                    ev.matches, ident, ev.capture.own)
 
-    errors: list[str] = []
-    warnings: list[str] = []
-    prog = dump.prog
-    if dump.kdump().capture_kernel:
-        warnings.append("this dump is of a capture (kdump) kernel, not of the crashed kernel: the claims below "
-                        "are about the capture kernel's own devices; judge the crashed kernel's vmcore and pass "
-                        "this one as --capture-dump")
-    logs = _read_logs(capture_logs)
-    texts = {log.path: log.text for log in logs}
-    warnings += [w for log in logs for w in log.warnings]
+
+@dataclass
+class _Evidence:
+    """Everything a dump and its capture evidence say, gathered once; each endpoint's
+    claims are read from it (:func:`_judge_endpoint`)."""
+
+    prog: drgn.Program
+    tree: object
+    state: object                   # dumpkit.iommu.model.IommuState
+    pdevs: dict
+    capture: "_CaptureFacts"
+    capture_prog: drgn.Program | None
+    texts: dict[str, str]           # every log given, by path
+    ctexts: dict[str, str]          # those that are the capture kernel's
+    checks: dict[str, str]
+    matches: dict[str, dict]
+    reset: dict[str, float | None]
+    not_reset: dict[str, str]
+    faults_by_dev: dict[str, list]
+    alias_notes: dict[str, str]
+    errors: list[str]
+    warnings: list[str]
+
+
+def _check_logs(prog: drgn.Program, texts: dict[str, str], force: bool, warnings: list[str]):
+    """Each capture log against this crash: (status by path, match record by path)."""
+    from dumpkit.kdump.match import match_capture_log
+
     checks, matches = {}, {}
     for path, text in texts.items():
         m = match_capture_log(prog, text)
@@ -347,6 +369,42 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
             warnings.append(f"capture log {path} does not match this crash ({m.reasons[0]}); used because forced")
         elif m.status == "undecidable":
             warnings.append(f"capture log {path}: cannot tell whether it belongs to this crash ({m.reasons[0]})")
+    return checks, matches
+
+
+def _faults_by_device(state, own_names: set[str]) -> tuple[dict[str, list], dict[str, str]]:
+    """The capture kernel's DMA faults per device they were resolved to, and the notes of
+    those that came in under an alias requester id."""
+    faults_by_dev: dict[str, list] = {}
+    alias_notes: dict[str, str] = {}
+    for c in state.correlations:
+        if c.fault.source == "printk" or c.fault.source in own_names:
+            continue
+        for d in c.devices:
+            faults_by_dev.setdefault(d, []).append(c.fault)
+            if c.note and "alias" in c.note:
+                alias_notes[d] = c.note
+    return faults_by_dev, alias_notes
+
+
+def _gather(dump, capture_logs, capture_dump, force: bool) -> _Evidence:
+    """Logs (checked against the crash), faults, IOMMU state, PCI tree and the capture
+    kernel's facts, once per dump."""
+    from dumpkit.iommu.faults import parse_log, parse_printk
+    from dumpkit.iommu.collect import collect_iommu
+    from dumpkit.target.walk import pci_devices
+
+    errors: list[str] = []
+    warnings: list[str] = []
+    prog = dump.prog
+    if dump.kdump().capture_kernel:
+        warnings.append("this dump is of a capture (kdump) kernel, not of the crashed kernel: the claims below "
+                        "are about the capture kernel's own devices; judge the crashed kernel's vmcore and pass "
+                        "this one as --capture-dump")
+    logs = _read_logs(capture_logs)
+    texts = {log.path: log.text for log in logs}
+    warnings += [w for log in logs for w in log.warnings]
+    checks, matches = _check_logs(prog, texts, force, warnings)
     try:
         faults, sources = parse_printk(prog, "printk"), ["printk"]
     except (drgn.FaultError, LookupError, AttributeError) as e:
@@ -367,81 +425,67 @@ def judge(dump, capture_logs=(), capture_dump=None, force: bool = False) -> Verd
     reset, not_reset = _reset_lines(list(ctexts.values()))
     capture_faults = [f for f in faults if f.source != "printk" and f.source not in own_names]
     table_copies = [f for f in capture_faults if f.kind == "table-copy" and f.iommu in state.vendors]
-    copies = {f.reason for f in table_copies}
-    takeover = min((f.time for f in table_copies if f.time is not None), default=None)
     copied = None
     if capture_dump is not None:
         try:
             copied = _copied_in_capture(capture_dump)
         except (drgn.FaultError, LookupError, AttributeError, ValueError) as e:
             errors.append(f"capture dump's IOMMU tables unreadable: {e}")
-    lost = _lost_records(capture_faults)
-    suppressed = _iommu_suppressed(capture_faults)
     # a capture log that ends early (its compressed data stops) hides the faults after that
     cut = ", ".join(Path(log.path).name for log in logs if log.path not in own
                     and any("ends early" in w or "is damaged" in w for w in log.warnings))
-    faults_by_dev: dict[str, list] = {}
-    alias_notes: dict[str, str] = {}
-    for c in state.correlations:
-        if c.fault.source == "printk" or c.fault.source in own_names:
-            continue
-        for d in c.devices:
-            faults_by_dev.setdefault(d, []).append(c.fault)
-            if c.note and "alias" in c.note:
-                alias_notes[d] = c.note
-    pdevs = dict(pci_devices(prog)[0])
-    crashk = _crashkernel(prog)
-    capture = _CaptureFacts(bool(ctexts), own, copies, takeover, copied, lost, cut, suppressed, have_iommu,
-                            crashk, str(capture_dump.path) if capture_dump is not None else None)
+    capture = _CaptureFacts(bool(ctexts), own, {f.reason for f in table_copies},
+                            min((f.time for f in table_copies if f.time is not None), default=None), copied,
+                            _lost_records(capture_faults), cut, _iommu_suppressed(capture_faults), have_iommu,
+                            _crashkernel(prog), str(capture_dump.path) if capture_dump is not None else None)
+    faults_by_dev, alias_notes = _faults_by_device(state, own_names)
+    return _Evidence(prog, tree, state, dict(pci_devices(prog)[0]), capture,
+                     capture_dump.prog if capture_dump is not None else None, texts, ctexts, checks, matches,
+                     reset, not_reset, faults_by_dev, alias_notes, errors, warnings)
 
-    out = []
-    for dev in tree:
-        if not dev.is_endpoint:
-            continue
-        name = dev.device_name or dev.class_name or f"{dev.vendor:04x}:{dev.device:04x}"
-        entry, m = state.entry(dev.bdf), state.mapping(dev.bdf)
-        pdev = pdevs.get(dev.bdf)
-        bypass, bypass_why = iommu_bypass(prog, pdev) if pdev is not None else (False, "")
-        could = _could_dma(dev, entry, m, bypass, bypass_why, have_iommu)
-        untranslated = (not have_iommu or bypass or entry is None
-                        or (entry and entry.translation in ("pass-through", "untranslated")))
 
-        def translate(iova, _m=m, _untranslated=untranslated):
-            if _untranslated:
-                return iova
-            hit = state_lookup(_m, iova)
-            return hit[0] if hit else None
+def _judge_endpoint(ev: _Evidence, dev) -> EndpointVerdict:
+    """One endpoint's four claims from the evidence; its rings decoded once."""
+    from dumpkit.rings import iommu_bypass, ring_evidence
 
-        ring = ring_evidence(prog, pdev, translate) if pdev is not None else None
-        completions = ring.unprocessed if ring else None
-        rings = _ring_records(ring)
-        did = _did_claim(prog, dev, pdev, ring, could, entry, m)
-        if ring is not None:
-            did.sources += list(ring.sources) + (m.sources if m is not None and not untranslated and
-                                                ring.status == "decoded" and ring.queues else [])
-        faults = faults_by_dev.get(dev.bdf, [])
-        could, did = _consistent(could, did, faults, list(ctexts))
-        diff = None
-        if capture_dump is not None and pdev is not None and did.value is not False:
-            diff = _ring_diff(prog, capture_dump.prog, pdev, translate)
-        full = bool(rings) and all(r["state"] == "full" for r in rings)
-        hit = _capture_claim(capture, dev.bdf, could, did, faults, alias_notes.get(dev.bdf), ring, full, diff, reset,
-                             [a.bdf for a in tree.ancestors(dev.bdf) if a.bdf in reset], dev.vfio)
-        stopped = _stopped_claim(capture, tree, dev.bdf, did, faults, reset, not_reset, full)
-        hit.sources = list(ctexts) + ([str(capture_dump.path)] if copied is not None else [])
-        stopped.sources = list(ctexts)
-        ports = [a.bdf for a in tree.ancestors(dev.bdf) if a.bdf in reset]
-        out.append(EndpointVerdict(dev.bdf, name, dev.driver, could, did, hit, stopped, completions,
-                                   len(faults), ports, ring.phys_pages if ring else [], dev.vendor, dev.device,
-                                   ring.decoder if ring else None, ring_status=ring.status if ring else None,
-                                   rings=rings, dma_owner=f"{dev.vfio.driver}: {dev.vfio.owner_text}"
-                                   if dev.vfio is not None else None))
-    out += _unreadable_endpoints(prog, tree, pdevs)
-    info = dump.info
-    ident = {"path": str(dump.path) if dump.path else dump.source, "kernel_release": info.kernel_release,
-             "build_id": info.build_id, "format": info.format}
-    return Verdicts(out, list(texts), str(capture_dump.path) if capture_dump else None,
-                    sorted(reset), not_reset, errors, warnings, state.vendor, checks, matches, ident, own)
+    prog, cap, tree = ev.prog, ev.capture, ev.tree
+    name = dev.device_name or dev.class_name or f"{dev.vendor:04x}:{dev.device:04x}"
+    entry, m = ev.state.entry(dev.bdf), ev.state.mapping(dev.bdf)
+    pdev = ev.pdevs.get(dev.bdf)
+    bypass, bypass_why = iommu_bypass(prog, pdev) if pdev is not None else (False, "")
+    could = _could_dma(dev, entry, m, bypass, bypass_why, cap.have_iommu)
+    untranslated = (not cap.have_iommu or bypass or entry is None
+                    or (entry and entry.translation in ("pass-through", "untranslated")))
+
+    def translate(iova):
+        if untranslated:
+            return iova
+        hit = state_lookup(m, iova)
+        return hit[0] if hit else None
+
+    ring = ring_evidence(prog, pdev, translate) if pdev is not None else None
+    rings = _ring_records(ring)
+    did = _did_claim(prog, dev, pdev, ring, could, entry, m)
+    if ring is not None:
+        did.sources += list(ring.sources) + (m.sources if m is not None and not untranslated and
+                                            ring.status == "decoded" and ring.queues else [])
+    faults = ev.faults_by_dev.get(dev.bdf, [])
+    could, did = _consistent(could, did, faults, list(ev.ctexts))
+    diff = None
+    if ev.capture_prog is not None and pdev is not None and did.value is not False:
+        diff = _ring_diff(prog, ev.capture_prog, pdev, translate)
+    full = bool(rings) and all(r["state"] == "full" for r in rings)
+    ports = [a.bdf for a in tree.ancestors(dev.bdf) if a.bdf in ev.reset]
+    hit = _capture_claim(cap, dev.bdf, could, did, faults, ev.alias_notes.get(dev.bdf), ring, full, diff, ev.reset,
+                         ports, dev.vfio)
+    stopped = _stopped_claim(cap, tree, dev.bdf, did, faults, ev.reset, ev.not_reset, full)
+    hit.sources = list(ev.ctexts) + ([cap.capture_dump] if cap.copied is not None else [])
+    stopped.sources = list(ev.ctexts)
+    return EndpointVerdict(dev.bdf, name, dev.driver, could, did, hit, stopped, ring.unprocessed if ring else None,
+                           len(faults), ports, ring.phys_pages if ring else [], dev.vendor, dev.device,
+                           ring.decoder if ring else None, ring_status=ring.status if ring else None,
+                           rings=rings, dma_owner=f"{dev.vfio.driver}: {dev.vfio.owner_text}"
+                           if dev.vfio is not None else None)
 
 
 @dataclass
