@@ -198,6 +198,9 @@ def tree_text(tree: PciTree, *, names: bool = True, marks: bool = True,
     With ``select`` (``lspci -t -s/-d``) only the functions it selects are drawn, with the
     bridges above them and everything below them; nothing at all when it selects none.
     Functions that could not be read are listed as ``!!`` lines at the end.
+
+    Longer than most functions here on purpose: its nested helpers share one line buffer
+    and one cache of selected bridges, as pciutils' ``ls-tree.c`` shares its globals.
     """
     lines: list[str] = []
     buf: list[str] = []
