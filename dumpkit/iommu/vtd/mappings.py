@@ -7,7 +7,7 @@ import drgn
 from drgn.helpers.linux.mm import virt_to_phys
 
 from dumpkit.iommu.model import DeviceMappings, table_source
-from dumpkit.iommu.vtd.pagetable import summarise, walk_page_table
+from dumpkit.iommu.vtd.pagetable import walk_page_table
 from dumpkit.iommu.vtd.tables import ContextEntry
 from dumpkit.kernel import device_iommu_group, device_name
 from dumpkit.target.walk import bounded_list, pci_devices
@@ -18,7 +18,9 @@ __all__ = ["DeviceMappings", "collect_device_mappings", "kernel_domain_roots"]
 def collect_device_mappings(prog: drgn.Program, entries: list[ContextEntry]) -> list[DeviceMappings]:
     """Walk the page table of every present context entry (one walk per distinct root).
 
-    Pass-through entries map all memory and are reported without a walk.
+    Pass-through entries map all memory and are reported without a walk. ``leaves`` is
+    the walk's :class:`~dumpkit.iommu.pagewalk.LeafView` (no object per entry kept);
+    ``ranges`` and ``summary`` come from its runs.
     """
     cache: dict[tuple[int, int], object] = {}
     out = []
@@ -35,7 +37,7 @@ def collect_device_mappings(prog: drgn.Program, entries: list[ContextEntry]) -> 
                 cache[key] = walk_page_table(prog, e.page_table, dm.levels)
             walk = cache[key]
             dm.leaves, dm.errors, dm.entries_decoded = walk.leaves, list(walk.errors), walk.entries_decoded
-            dm.ranges, dm.summary = summarise(walk.leaves)
+            dm.ranges, dm.summary = walk.summarise()
             dm.sources = [table_source(walk)]
         out.append(dm)
     return out
