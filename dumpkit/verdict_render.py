@@ -2,8 +2,8 @@
 
 A comparison of two dumps is collected once into :class:`Comparison` (per endpoint, the
 four claims' words on both sides) by :func:`compare_verdicts` and rendered by
-:func:`compare_text` (a table of at most :data:`COMPARE_WIDTH` columns) or
-:func:`compare_json`.
+:func:`compare_text` (a table of at most :data:`COMPARE_WIDTH` columns),
+:func:`compare_frame` (CSV) or :func:`compare_json`, which all carry the four claims.
 """
 
 from __future__ import annotations
@@ -310,18 +310,6 @@ def verdict_json(v: Verdicts, sha256: str | None = None) -> dict:
             "legend": {c: {"header": HEADERS[c], "means": LEGEND[c][0], "words": dict(LEGEND[c][1])} for c in CLAIMS}}
 
 
-def compare_frame(before: Verdicts, after: Verdicts):
-    """Per endpoint (by bdf): faults, post-crash completions, ports reset and verdicts on
-    both sides, and whether the verdict changed."""
-
-    b, a = verdict_frame(before), verdict_frame(after)
-    cols = ["verdict", "faults", "post_crash_completions", "reset_ports", "hit_capture_kernel", "stopped_by_reset"]
-    out = b[["name", "driver"]].join(b[cols].add_suffix("_before"), how="outer").join(
-        a[cols].add_suffix("_after"), how="outer")
-    out["verdict_changed"] = out["verdict_before"] != out["verdict_after"]
-    return out
-
-
 def verdict_styles(tree, verdicts: Verdicts) -> dict[str, Style]:
     """Each function's style in the verdict picture: endpoints by verdict (shared palette),
     bridges and ports as such, other functions as not judged."""
@@ -525,6 +513,28 @@ def compare_text(cmp: Comparison, width: int = COMPARE_WIDTH) -> str:
     for e in changed:
         lines.append(f"  {e.bdf}: {e.verdict.before} -> {e.verdict.after}")
     return "\n".join(lines)
+
+
+def compare_frame(cmp: Comparison):
+    """The comparison as a table, one row per endpoint (by bdf): what :func:`compare_json`
+    gives per endpoint, flat: its status, then for each side the verdict, the counts, the
+    reset ports, and each of the four claims as its plain word (``could_dma_before``: yes,
+    no, unknown, n/a; ``absent`` where the endpoint is not in that dump) and its top-line
+    word (``could_dma_word_before``); and whether the verdict changed. Counts stay whole
+    numbers (the columns hold objects, so a missing count is empty, not NaN)."""
+    import pandas as pd
+
+    def side(e: EndpointComparison, role: str) -> dict:
+        pick = (lambda ch: ch.before) if role == "before" else (lambda ch: ch.after)
+        return {f"verdict_{role}": pick(e.verdict), f"faults_{role}": pick(e.faults),
+                f"post_crash_completions_{role}": pick(e.completions), f"reset_ports_{role}": pick(e.reset_ports),
+                **{f"{c}_{role}": pick(e.claims[c]) for c in CLAIMS},
+                **{f"{c}_word_{role}": pick(e.words[c]) for c in CLAIMS}}
+
+    rows = [{"bdf": e.bdf, "name": e.name, "driver": e.driver, "ids": e.ids, "status": e.status,
+             **side(e, "before"), **side(e, "after"), "verdict_changed": e.verdict.changed}
+            for e in cmp.endpoints]
+    return pd.DataFrame(rows, dtype=object).set_index("bdf")
 
 
 def compare_json(cmp: Comparison) -> dict:

@@ -513,3 +513,73 @@ def test_verdict_text_imports_nothing_heavy():
                            timeout=300)
         assert r.returncode == 0, r.stderr
         assert r.stderr.strip().splitlines()[-1] == "[]", (args, r.stderr)
+
+
+# --- one --format option, the old flags its shorthands ---------------------------------------
+
+def main_out(capsys, *args) -> tuple[int, str]:
+    code = cli.main([str(a) for a in args])
+    return code, capsys.readouterr().out
+
+
+def test_format_and_its_shorthands_print_the_same(capsys):
+    for args, shorthand in ((["pci", VMCORE], "--json"), (["pci", VMCORE], "--csv"),
+                            (["faults", FAULT_LOG], "--csv"), (["faults", FAULT_LOG], "--table"),
+                            (["info", VMCORE], "--json")):
+        fmt = {"--table": "text"}.get(shorthand, shorthand[2:])
+        assert main_out(capsys, *args, shorthand) == main_out(capsys, *args, "--format", fmt), (args, shorthand)
+    assert main_out(capsys, "pci", VMCORE) == main_out(capsys, "pci", VMCORE, "--format", "text")
+
+
+@pytest.mark.parametrize("args", [["pci", VMCORE, "--format", "json", "--csv"],
+                                  ["faults", FAULT_LOG, "--json", "--format", "csv"],
+                                  ["pci", VMCORE, "--tree", "--format", "csv"]])
+def test_one_format_at_a_time(capsys, args):
+    with pytest.raises(SystemExit) as e:
+        cli.main([str(a) for a in args])
+    assert e.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+def test_format_choices_follow_what_a_command_prints():
+    from dumpkit.cli import compare, faults, info, iommu, pci, verdict
+    from dumpkit.cli.output import TRIAGE_FORMATS
+
+    assert info.InfoRecords.formats() == ("text", "json")
+    for module in (pci, compare, faults):
+        assert module.__dict__[next(n for n in dir(module) if n.endswith("Records"))].formats() == \
+            ("text", "json", "csv")
+    assert iommu.IommuRecords.formats() == verdict.VerdictRecords.formats() == ("text", "json", "csv")
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    fmt = next(a for a in sub.choices["triage"]._actions if a.dest == "format" and a.choices)
+    assert tuple(fmt.choices) == TRIAGE_FORMATS
+
+
+def test_iommu_csv_one_row_per_record(capsys):
+    code, out = main_out(capsys, "iommu", FAULT, "--csv")
+    assert code == 0
+    data = json.loads(main_out(capsys, "iommu", FAULT, "--format", "json")[1])
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["bdf"] for r in rows] == [e["bdf"] for e in data["entries"]]
+    assert {r["translation"] for r in rows} == {e["translation"] for e in data["entries"]}
+    code, out = main_out(capsys, "dmar", FAULT, "--format", "csv", "--records", "faults")
+    faults = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and len(faults) == len(data["faults"])
+    assert any(r["device"] and r["kind"] == "dma-remap" for r in faults)
+
+
+def test_iommu_records_needs_csv(capsys):
+    code, err = main_err(capsys, "iommu", FAULT, "--records", "units")
+    assert code == 2
+    one_line(err, "--records applies to --csv")
+
+
+def test_verdict_csv_one_row_per_endpoint(capsys):
+    code, out = main_out(capsys, "verdict", FAULT, "--csv")
+    assert code == 0
+    data = json.loads(main_out(capsys, "verdict", FAULT, "--json")[1])
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["bdf"] for r in rows] == [e["bdf"] for e in data["endpoints"]]
+    for row, e in zip(rows, data["endpoints"], strict=True):
+        for claim in ("could_dma", "did_dma_after_crash", "hit_capture_kernel", "stopped_by_reset"):
+            assert row[f"{claim}_word"] == e[f"{claim}_word"] and row[f"{claim}_basis"] == (e[f"{claim}_basis"] or "")

@@ -150,3 +150,25 @@ def test_endpoints_on_one_side_only_are_marked():
 def test_compare_json_and_csv_are_exclusive():
     r = run_cli("compare", "--json", "--csv", dump(BEFORE), dump(AFTER))
     assert r.returncode == 2 and "not allowed with" in r.stderr
+
+
+def test_csv_carries_the_same_four_claims_as_the_json(data):
+    """compare --csv and --json are one comparison: every endpoint's four claims (plain
+    word and top-line word) on both sides, its status and counts, the same in both."""
+    import csv
+    import io
+
+    r = run_cli("compare", "--format", "csv", dump(BEFORE), dump(AFTER))
+    assert r.returncode == 0, r.stderr
+    rows = {row["bdf"]: row for row in csv.DictReader(io.StringIO(r.stdout))}
+    assert list(rows) == [e["bdf"] for e in data["endpoints"]]
+    for e in data["endpoints"]:
+        row = rows[e["bdf"]]
+        assert row["status"] == e["status"]
+        for side in ("before", "after"):
+            for claim in CLAIMS:
+                assert row[f"{claim}_{side}"] == e["claims"][claim][side], (e["bdf"], claim, side)
+                assert row[f"{claim}_word_{side}"] == e["words"][claim][side], (e["bdf"], claim, side)
+            for field in ("post_crash_completions", "faults"):     # whole numbers, as in the JSON (not 96.0)
+                assert row[f"{field}_{side}"] == ("" if e[field][side] is None else str(e[field][side]))
+            assert row[f"verdict_{side}"] == e["verdict"][side]
