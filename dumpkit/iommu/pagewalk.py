@@ -105,7 +105,7 @@ class LeafRuns:
         self.metas: list[tuple] = []
         self.addr_mask, self.perm = addr_mask, perm
         # per level: (base IOVAs of its table pages, ascending; their paths) for leaf paths
-        self.tables: dict[int, tuple[array, list[tuple]]] = {}
+        self.tables: dict[int, tuple[list[int], list[tuple]]] = {}
         self._cum: array | None = None
         self._total = 0
 
@@ -119,6 +119,13 @@ class LeafRuns:
         for k, v in state.items():
             setattr(self, k, v)
         self._cum = None
+
+    def add_iova(self, iova: int) -> None:
+        try:
+            self.iova.append(iova)
+        except OverflowError:     # beyond 64 bits (entries past the top of a 6-level table)
+            self.iova = list(self.iova)
+            self.iova.append(iova)
 
     def rw(self, j: int) -> tuple[bool, bool]:
         level, size, ctx, explicit = self.metas[self.meta[j]]
@@ -221,7 +228,7 @@ class TableWalk(PageTableWalk):
         """A leaf the vendor decoded itself (one that is not a plain entry of its level)."""
         runs = self.runs
         runs.metas.append((level, size, None, (phys, read, write, path)))
-        runs.iova.append(iova)
+        runs.add_iova(iova)
         runs.pte.append(path[-1] if path else 0)
         runs.count.append(1)
         runs.meta.append(len(runs.metas) - 1)
@@ -289,11 +296,12 @@ def walk_tables(prog: drgn.Program, root: int, levels: int, fmt: TableFormat, co
     runs = walk.runs
     seen: set[int] = set()
     present, addr_mask, entry = fmt.present, fmt.addr_mask, fmt.entry
-    r_iova, r_pte, r_count, r_meta, metas = runs.iova, runs.pte, runs.count, runs.meta, runs.metas
+    r_pte, r_count, r_meta, metas = runs.pte, runs.count, runs.meta, runs.metas
     perm = fmt.perm
 
     def emit(iova: int, pte: int, count: int, meta: int, first: bool) -> None:
         """A run; the first of a page may continue the walk's last run."""
+        r_iova = runs.iova
         if first and r_iova:
             level, size, ctx, _ = metas[meta]
             j = len(r_iova) - 1
@@ -304,7 +312,7 @@ def walk_tables(prog: drgn.Program, root: int, levels: int, fmt: TableFormat, co
                 r_count[j] = n + count
                 runs._total += count
                 return
-        r_iova.append(iova)
+        runs.add_iova(iova)
         r_pte.append(pte)
         r_count.append(count)
         r_meta.append(meta)
@@ -326,7 +334,7 @@ def walk_tables(prog: drgn.Program, root: int, levels: int, fmt: TableFormat, co
             return
         walk.tables_read += 1
         walk.entries_decoded += 512
-        bases, paths = runs.tables.setdefault(level, (array("Q"), []))
+        bases, paths = runs.tables.setdefault(level, ([], []))
         bases.append(base)
         paths.append(path)
         span = 1 << (12 + 9 * (level - 1))
