@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dumpkit.cli.triage import debug_index, summary
+from dumpkit.cli.batch import debug_index, summary
 from dumpkit.errors import Interrupted, OutputError, UsageError
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import sys
 from pathlib import Path
 
+from dumpkit.cli.batch import debug_index, summary
+from dumpkit.cli.dataset import triage_dataset
 from dumpkit.cli.output import TRIAGE_FORMATS, add_format
 from dumpkit.cli.shared import check_output
-from dumpkit.errors import DumpkitError, InputError, Interrupted, UsageError
+from dumpkit.errors import InputError, Interrupted, UsageError
 
 NAME = "triage"
 HELP = ("many dumps into one table on a dask.distributed cluster (embedded by default), each "
@@ -94,8 +95,6 @@ def run(args) -> int:
     dataset = args.format == "parquet" and args.output is not None and (
         Path(args.output).is_dir() or not args.output.endswith(".parquet"))
     if dataset:
-        from dumpkit.cli.dataset import triage_dataset
-
         return triage_dataset(args, paths)
     if args.output:
         check_output(args.output, [*args.paths, *(args.debuginfo or [])], dumps=paths)
@@ -159,30 +158,3 @@ def triage_rows(args, paths, writer) -> int:
         raise
     writer.close()
     return summary(rows, progress, "error")
-
-
-def summary(rows: list[dict], progress: bool, why: str, done: str = "") -> int:
-    """The counts on a terminal, one stderr line per failed dump (its row's ``why``), and
-    the exit code: 1 when any failed."""
-    from dumpkit.triage import KIND_CAPTURE
-
-    failed = [r for r in rows if r["status"] != "ok"]
-    if progress:
-        captures = sum(1 for r in rows if r.get("kind") == KIND_CAPTURE)
-        print(f"triage: {len(rows) - captures - len(failed)} crashes, {captures} capture-state dumps, "
-              f"{len(failed)} failed{done}", file=sys.stderr)
-    for r in failed:
-        print(f"dumpkit: {r['path']}: {r[why]}", file=sys.stderr)
-    return 1 if failed else 0
-
-
-def debug_index(args):
-    """Debug files by build-id under --debuginfo trees and /usr/lib/debug: each dump is
-    opened with its own kernel's vmlinux and module directory."""
-    from dumpkit.fleet.debugindex import DebugIndex
-
-    for p in args.debuginfo or []:
-        if not os.path.exists(p):
-            raise DumpkitError(f"debug info path {p} does not exist",
-                               "pass a vmlinux, module debug files or an unpacked debug package")
-    return DebugIndex.build(args.debuginfo or [])
