@@ -61,51 +61,39 @@ def info_lines(dump) -> list[str]:
     return lines
 
 
-def modules_of(dump) -> list | None:
-    """The kernel's modules when this dumpkit's Dump lists them, else None."""
-    modules = getattr(dump, "modules", None)
-    if modules is None:
-        return None
-    return list(modules() if callable(modules) else modules)
-
-
 def module_lines(modules: list) -> list[str]:
     """The module table of ``info``; an entry with status "unreadable" is where the dump's
     module list could not be followed: a line of its own, not counted as a module."""
-    cuts = [m for m in modules if getattr(m, "status", None) == "unreadable"]
+    cuts = [m for m in modules if m.status == "unreadable"]
     mods = [m for m in modules if m not in cuts]
-    loaded = sum(1 for m in mods if getattr(m, "debug_file", None))
+    loaded = sum(1 for m in mods if m.debug_file)
     lines = [f"{'modules:':22}" + (f"{len(mods)} loaded, debug info for {loaded}" if mods else "none loaded")
              + (" (the list is cut: more may be loaded)" if cuts else "")]
     for m in mods:
-        address = getattr(m, "address", None)
-        where = f"{address:#x}" if isinstance(address, int) else "-"
-        detail = getattr(m, "debug_file", None) or getattr(m, "reason", None) or getattr(m, "status", "")
-        lines.append(f"  {m.name:24} {where:18} {getattr(m, 'build_id', None) or '-':40}  {detail}")
-    lines += [f"  module list cut: {getattr(m, 'reason', None) or m.name}" for m in cuts]
+        where = f"{m.address:#x}" if isinstance(m.address, int) else "-"
+        lines.append(f"  {m.name:24} {where:18} {m.build_id or '-':40}  {m.debug_file or m.reason or m.status}")
+    lines += [f"  module list cut: {m.reason or m.name}" for m in cuts]
     return lines
 
 
 @dataclasses.dataclass
 class InfoRecords(Records):
     dump: object
-    modules: list | None
+    modules: list
     sha256: bool
 
     def text(self) -> str:
         lines = info_lines(self.dump)
         if self.sha256:
             lines.append(f"{'sha256:':22}{self.dump.sha256()}")
-        if self.modules is not None:
-            lines += module_lines(self.modules)
+        lines += module_lines(self.modules)
         return "\n".join(lines)
 
     def data(self) -> dict:
         out = {"info": plain(self.dump.info), "kdump": plain(self.dump.kdump())}
         if self.sha256:
             out["info"]["sha256"] = self.dump.sha256()
-        if self.modules is not None:
-            out["modules"] = [plain(m) for m in self.modules]
+        out["modules"] = [plain(m) for m in self.modules]
         return out
 
 
@@ -113,6 +101,6 @@ def run(args) -> int:
     check_vmcoreinfo(args)
     with kernel_data(args.source):
         dump = open_dump(args)
-        text = render(InfoRecords(dump, modules_of(dump), args.sha256), args.format)
+        text = render(InfoRecords(dump, dump.modules(), args.sha256), args.format)
     emit(text)
     return 0

@@ -165,7 +165,7 @@ def add_format(parser: argparse.ArgumentParser, formats: tuple[str, ...], defaul
                                                    if f in FORMATS and f != "text")
     for name in formats:
         flag = FORMATS[name].flag if name in FORMATS else None
-        if flag in wanted:
+        if flag is not None and flag in wanted:
             group.add_argument(flag, dest="format", action="store_const", const=name, default=None,
                                help=(helps or {}).get(flag, f"--format {name}: {FORMATS[name].help}"))
     parser.set_defaults(format_default=default)
