@@ -118,6 +118,7 @@ def test_the_driver_s_record_is_self_consistent(name):
     t = json.loads((d / "ground-truth" / "vfio.json").read_text())
     pci = json.loads((d / "ground-truth" / "pci.json").read_text())["devices"][t["bdf"]]
     assert pci["driver"] == "vfio-pci" and pci["iommu_group"] == t["iommu_group"] and pci["bus_master"]
+    assert pci.get("driver_override", "vfio-pci") == "vfio-pci"
     assert t["container"] == "type1v2" and t["comm"] == "vfio-rx"
     assert t["ring"]["received"] > 0 and 0 <= t["ring"]["rdh"] < t["ring"]["descriptors"]
     for m in t["mappings"]:
