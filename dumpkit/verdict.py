@@ -555,15 +555,25 @@ def _did_claim(prog: drgn.Program, dev, pdev, ring, could: Claim, entry, m) -> C
 def _vfio_rings(prog: drgn.Program, owner, m) -> list[str]:
     """Why a VFIO-owned function's DMA after the crash is unknown: its rings are in its
     owner's memory, in the owner's format; whether the dump kept those pages."""
-    from dumpkit.target.pagemap import missing_page_reason
+    from dumpkit.target.pagemap import page_presence
 
     ev = [f"its rings are in the memory of {owner.owner_text}, in a format of the owner's choosing: the "
           "kernel holds no record of them"]
     phys = next((r.phys for r in (m.ranges if m is not None else []) if r.write), None)
-    if phys is not None:
-        why = missing_page_reason(prog, phys)
-        ev.append(f"its owner's pages are not in this dump ({why})" if why else
-                  "its owner's pages are in this dump, but no decoder reads a userspace driver's rings")
+    if phys is None:
+        return ev
+    status, level = page_presence(prog, phys)
+    if status == "excluded":
+        # user pages are left out by design at the usual levels (-d 31 has bit 8)
+        by = f"dump level {level} leaves out user pages" if level is not None and level & 8 else \
+            f"the dump level{f' ({level})' if level is not None else ''} excluded it"
+        ev.append(f"its owner's pages are not in this dump (page {phys & ~0xFFF:#x}: {by}; a dump written with "
+                  "makedumpfile -d 23 or lower keeps them)")
+    elif status == "present":
+        ev.append("its owner's pages are in this dump, but no decoder reads a userspace driver's rings")
+    else:
+        ev.append(f"whether its owner's pages are in this dump is unknown (the dump file does not say for page "
+                  f"{phys & ~0xFFF:#x})")
     return ev
 
 

@@ -20,7 +20,7 @@ import drgn
 
 from dumpkit.target.corefile import PT_LOAD, CoreFile, _elf_segments, _read
 
-__all__ = ["DumpPages", "attach_dump_pages", "excluded_page_reason", "missing_page_reason"]
+__all__ = ["DumpPages", "attach_dump_pages", "excluded_page_reason", "missing_page_reason", "page_presence"]
 
 PAGE_SHIFT = 12
 # makedumpfile's dump level bits (its -d option)
@@ -128,6 +128,14 @@ def missing_page_reason(prog: drgn.Program, phys: int) -> str | None:
     """Why the dump lacks the page at ``phys``, when its file says: a phrase for an error
     line, or None (the page is there, or the file cannot tell)."""
     return _reason(_dump_pages(prog), phys)
+
+
+def page_presence(prog: drgn.Program, phys: int) -> tuple[str | None, int | None]:
+    """Whether the dump holds the page at ``phys`` ("present", "excluded", "not RAM", or
+    None when its file cannot tell) and the dump level it was written with (None: not
+    recorded, as in an ELF vmcore)."""
+    pages = _dump_pages(prog)
+    return (pages.status(phys), pages.dump_level) if pages else (None, None)
 
 
 EXCLUDED = re.compile(r"Excluded page: (0x[0-9a-fA-F]{1,16})")
