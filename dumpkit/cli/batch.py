@@ -10,9 +10,9 @@ import sys
 from dumpkit.errors import DumpkitError
 
 
-def summary(rows: list[dict], progress: bool, why: str, done: str = "") -> int:
-    """The counts on a terminal, one stderr line per failed dump (its row's ``why``), and
-    the exit code: 1 when any failed."""
+def summary(rows: list[dict], progress: bool, done: str = "") -> int:
+    """The counts on a terminal, one stderr line per failed dump (its row's ``error``: a
+    fleet row's ``reason`` is the same text), and the exit code: 1 when any failed."""
     from dumpkit.triage import KIND_CAPTURE
 
     failed = [r for r in rows if r["status"] != "ok"]
@@ -21,7 +21,7 @@ def summary(rows: list[dict], progress: bool, why: str, done: str = "") -> int:
         print(f"triage: {len(rows) - captures - len(failed)} crashes, {captures} capture-state dumps, "
               f"{len(failed)} failed{done}", file=sys.stderr)
     for r in failed:
-        print(f"dumpkit: {r['path']}: {r[why]}", file=sys.stderr)
+        print(f"dumpkit: {r['path']}: {r['error']}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -82,4 +82,4 @@ def triage_dataset(args, paths) -> int:
             print(file=sys.stderr)
         raise Interrupted(f"interrupted after {len(rows)} of {len(todo)} dumps",
                           f"their rows are in {out}; run again to do the rest") from None
-    return summary(rows, progress, "reason", done=f", {skipped} already in {out}")
+    return summary(rows, progress, done=f", {skipped} already in {out}")

@@ -152,15 +152,16 @@ def render(records: Records, fmt: str) -> str:
 
 def add_format(parser: argparse.ArgumentParser, formats: tuple[str, ...], default: str = "text",
                helps: dict[str, str] | None = None, flags: tuple[str, ...] | None = None,
-               format_help: str | None = None):
+               format_help: str | None = None, metavar: str | None = "FORMAT"):
     """The one ``--format`` option of a command, with its shorthands (``--json``,
     ``--csv``, ``--table`` for the formats it offers; ``flags`` names which, default all
     but ``--table``), in one mutually exclusive group, which is returned so that a command
-    can add its own views to it (``pci --tree``). ``helps`` overrides a shorthand's help.
+    can add its own views to it (``pci --tree``). ``helps`` overrides a shorthand's help,
+    ``format_help`` the option's (``metavar``: None shows the choices).
     Resolved to one ``args.format`` by :func:`settle_format`."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--format", choices=formats, default=None,
-                       help=format_help or f"output format: {', '.join(formats)} (default: {default})")
+    group.add_argument("--format", choices=formats, default=None, metavar=metavar,
+                       help=format_help or f"{', '.join(formats)} (default: {default})")
     wanted = flags if flags is not None else tuple(FORMATS[f].flag for f in formats
                                                    if f in FORMATS and f != "text")
     for name in formats:

@@ -72,7 +72,7 @@ def add_arguments(p) -> None:
                    help="dask (default) or fork: one forked process per dump, no dataset")
     p.add_argument("--force", action="store_true",
                    help="with a dataset: analyse again dumps already in it (default: skip them)")
-    add_format(p, TRIAGE_FORMATS, default="csv", flags=(),
+    add_format(p, TRIAGE_FORMATS, default="csv", flags=(), metavar=None,
                format_help="csv (default), json (an array), jsonl (one object a line) or parquet: with -o DIR "
                            "(a directory, or a name not ending in .parquet) the fleet dataset DIR/dumps and "
                            "DIR/endpoints, one fragment per dump; with -o FILE.parquet one table (rows kept in "
@@ -157,4 +157,4 @@ def triage_rows(args, paths, writer) -> int:
                               f"their rows are in {writer.where}") from None
         raise
     writer.close()
-    return summary(rows, progress, "error")
+    return summary(rows, progress)
