@@ -229,6 +229,8 @@ def endpoint_sentence(e: EndpointVerdict) -> str:
              f"{CLAIM_QUESTIONS['did_dma_after_crash']} {_claim_phrase(e.did_dma_after_crash)}; "
              f"{CLAIM_QUESTIONS['hit_capture_kernel']}: {_claim_phrase(e.hit_capture_kernel)}; "
              f"{CLAIM_QUESTIONS['stopped_by_reset']}: {_claim_phrase(e.stopped_by_reset)}."]
+    if e.dma_owner:
+        parts.append(f" Its DMA was driven by {html.escape(e.dma_owner)}, not by a kernel driver.")
     if e.landed_pages:
         parts.append(f" Its DMA landed in {len(e.landed_pages)} physical page(s), first at {e.landed_pages[0]:#x}.")
     return "".join(parts)
