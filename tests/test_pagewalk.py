@@ -342,3 +342,39 @@ def test_every_sample_dump_walks_as_the_reference():
                 ref = reference_walk(prog, e.page_table, e.levels, 3, ref_vtd_entry)
             _same(new, ref)
         assert walked, path
+
+
+def _one_table(words: list[int]) -> tuple[drgn.Program, int]:
+    """A 3-level VT-d domain whose only last-level table holds ``words``."""
+    mem = Memory()
+    root, l2, l1 = mem.table(), mem.table(), mem.table()
+    mem.set(root, 0, l2 | 3)
+    mem.set(l2, 3, l1 | 3)
+    mem.pages[l1][:] = struct.pack("<512Q", *words)
+    return mem.program(), root
+
+
+def _prog(start: int, n: int, flags: int = 3) -> list[int]:
+    return [start + k * PAGE | flags for k in range(n)]
+
+
+LAST_LEVEL_PAGES = {
+    "one progression": _prog(0x4000_0000, 512),
+    "one entry replaced in the middle": (lambda w: w[:200] + [0x9990_0000 | 3] + w[201:])(_prog(0x4000_0000, 512)),
+    "two progressions": _prog(0x4000_0000, 300) + _prog(0x8000_0000, 212),
+    "holes and a present-less entry": [0] * 5 + _prog(0x1000_0000, 100) + [0, 1 << 11] + _prog(0x1006_6000, 405),
+    "flags change midway": _prog(0x4000_0000, 256) + _prog(0x4010_0000, 256, 1),
+    "short runs": [x for k in range(128) for x in _prog(0x100_0000 * (k + 1), 4)],
+    "short runs after a long one": _prog(0x4000_0000, 300) + [x for k in range(53) for x in _prog(0x10_0000 * (k + 1), 4)],
+    "at the top of the address space": _prog((1 << 52) - 100 * PAGE, 100) + [0] * 412,
+    "resumes after a gap": _prog(0x4000_0000, 64) + [0] * 64 + [0x4000_0000 + k * PAGE | 3 for k in range(128, 512)],
+    "every other entry": [x if k % 2 else 0 for k, x in enumerate(_prog(0x4000_0000, 512))],
+    "scattered": [(k * 7919 % 4093 + 1) * PAGE | 3 for k in range(512)],
+    "the last entry only": [0] * 511 + [0x5000 | 3],
+}
+
+
+@pytest.mark.parametrize("name", LAST_LEVEL_PAGES)
+def test_last_level_pages_walk_as_the_reference(name):
+    prog, root = _one_table(LAST_LEVEL_PAGES[name])
+    _same(vtd.walk_page_table(prog, root, 3), reference_walk(prog, root, 3, 3, ref_vtd_entry))

@@ -26,7 +26,9 @@ import bisect
 import sys
 from array import array
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from itertools import compress, islice, repeat
+from operator import add, and_, eq, lt, mul, ne, sub
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 
 import drgn
@@ -54,7 +56,8 @@ class TableFormat:
     :param plain: for a level, ``(mask, value)``: a present entry with ``pte & mask == value``
         whose address is aligned to the level's page size is a plain leaf (that page, at the
         entry's address, with :attr:`perm`); None: the level has no plain leaves
-    :param perm: ``(pte, context) -> (read, write)`` of a plain leaf
+    :param perm: ``(pte, context) -> (read, write)`` of a plain leaf, from the entry's
+        non-address bits and the context only
     :param entry: every other present entry (tables, special pages, damage), one at a time
     """
 
@@ -120,12 +123,15 @@ class LeafRuns:
             setattr(self, k, v)
         self._cum = None
 
-    def add_iova(self, iova: int) -> None:
-        try:
-            self.iova.append(iova)
-        except OverflowError:     # beyond 64 bits (entries past the top of a 6-level table)
-            self.iova = list(self.iova)
-            self.iova.append(iova)
+    def add_iovas(self, iovas: list[int]) -> None:
+        """Ascending; past 64 bits (entries beyond the top of a 6-level table) the column
+        becomes a list."""
+        if isinstance(self.iova, list):
+            self.iova.extend(iovas)
+        elif iovas[-1] >> 64:
+            self.iova = [*self.iova, *iovas]
+        else:
+            self.iova.fromlist(iovas)
 
     def rw(self, j: int) -> tuple[bool, bool]:
         level, size, ctx, explicit = self.metas[self.meta[j]]
@@ -202,7 +208,7 @@ class LeafView(Sequence):
 
     def __eq__(self, other):
         if isinstance(other, LeafView | list | tuple):
-            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
         return NotImplemented
 
     __hash__ = None
@@ -228,7 +234,7 @@ class TableWalk(PageTableWalk):
         """A leaf the vendor decoded itself (one that is not a plain entry of its level)."""
         runs = self.runs
         runs.metas.append((level, size, None, (phys, read, write, path)))
-        runs.add_iova(iova)
+        runs.add_iovas([iova])
         runs.pte.append(path[-1] if path else 0)
         runs.count.append(1)
         runs.meta.append(len(runs.metas) - 1)
@@ -238,28 +244,52 @@ class TableWalk(PageTableWalk):
         """What :func:`dumpkit.iommu.model.summarise` gives for :attr:`leaves`, from the
         runs: (ranges, {"ranges", "bytes", "writable_bytes", "pages", "superpages"})."""
         runs = self.runs
+        cols = zip(runs.iova, runs.pte, runs.count, runs.meta, strict=True)
+        if not _ascending(runs.iova):
+            cols = sorted(cols, key=lambda c: c[0])
+        metas, addr_mask, perm = runs.metas, runs.addr_mask, runs.perm
+        if len(metas) == 1 and metas[0][3] is None and len(runs):
+            got = _summarise_one_kind(runs, metas[0])
+            if got is not None:
+                return got
         ranges: list[MappingRange] = []
-        cur = None
-        pages = superpages = 0
-        order = sorted(range(len(runs)), key=runs.iova.__getitem__) if not _ascending(runs.iova) else range(len(runs))
-        for j in order:
-            iova, count, size = runs.iova[j], runs.count[j], runs.size(j)
-            phys = runs.phys(j)
-            r, w = runs.rw(j)
+        add = ranges.append
+        pages = superpages = total = writable = 0
+        c_iova = c_phys = c_size = -1
+        c_r = c_w = c_big = None
+        last_mi, size, ctx, explicit, last_flags = -1, 0, None, None, -1
+        flag_mask = ~addr_mask & ((1 << 64) - 1)
+        for iova, pte, count, mi in cols:
+            if mi != last_mi:
+                _level, size, ctx, explicit = metas[mi]
+                last_mi, last_flags = mi, -1
+            if explicit:
+                phys, r, w = explicit[0], explicit[1], explicit[2]
+                last_flags = -1
+            else:
+                phys = pte & addr_mask
+                if pte & flag_mask != last_flags:      # the permission is the flags' (and the table's)
+                    r, w = perm(pte, ctx)
+                    last_flags = pte & flag_mask
             pages += count
-            if size > PAGE:
+            big = size > PAGE
+            if big:
                 superpages += count
-            if cur and cur[0] + cur[2] == iova and cur[1] + cur[2] == phys and cur[3] == r and cur[4] == w:
-                cur[2] += count * size
-                cur[5] = cur[5] or size > PAGE
+            n = count * size
+            if c_iova + c_size == iova and c_phys + c_size == phys and c_r == r and c_w == w:
+                c_size += n
+                c_big = c_big or big
                 continue
-            if cur:
-                ranges.append(MappingRange(*cur))
-            cur = [iova, phys, count * size, r, w, size > PAGE]
-        if cur:
-            ranges.append(MappingRange(*cur))
-        return ranges, {"ranges": len(ranges), "bytes": sum(x.size for x in ranges),
-                        "writable_bytes": sum(x.size for x in ranges if x.write),
+            if c_iova >= 0:
+                add(_range(c_iova, c_phys, c_size, c_r, c_w, c_big))
+                total += c_size
+                writable += c_size if c_w else 0
+            c_iova, c_phys, c_size, c_r, c_w, c_big = iova, phys, n, r, w, big
+        if c_iova >= 0:
+            add(_range(c_iova, c_phys, c_size, c_r, c_w, c_big))
+            total += c_size
+            writable += c_size if c_w else 0
+        return ranges, {"ranges": len(ranges), "bytes": total, "writable_bytes": writable,
                         "pages": pages, "superpages": superpages}
 
     def leaf_at(self, iova: int) -> Leaf | None:
@@ -273,8 +303,57 @@ class TableWalk(PageTableWalk):
         return None if leaf is None else (leaf.phys + (iova - leaf.iova), leaf.read, leaf.write)
 
 
-def _ascending(a: array) -> bool:
-    return all(x < y for x, y in zip(a, a[1:]))
+def _fast_range(iova: int, phys: int, size: int, read: bool, write: bool, superpage: bool) -> MappingRange:
+    """MappingRange(...) without the frozen dataclass's per-field object.__setattr__
+    (a third of the cost; most of summarising a domain of many ranges)."""
+    r = _new(MappingRange)
+    d = r.__dict__
+    d["iova"] = iova
+    d["phys"] = phys
+    d["size"] = size
+    d["read"] = read
+    d["write"] = write
+    d["superpage"] = superpage
+    return r
+
+
+_new = object.__new__
+_range = _fast_range if (not hasattr(MappingRange, "__slots__") and not hasattr(MappingRange, "__post_init__")
+                         and [f.name for f in fields(MappingRange)]
+                         == ["iova", "phys", "size", "read", "write", "superpage"]) else MappingRange
+
+
+def _summarise_one_kind(runs: LeafRuns, meta: tuple) -> tuple[list[MappingRange], dict] | None:
+    """:meth:`TableWalk.summarise` where every run is of one level and context (a domain
+    of 4 KiB pages), in passes at C speed; None when two runs make one range (the loop
+    then merges them)."""
+    _level, size, ctx, _ = meta
+    addr_mask, perm = runs.addr_mask, runs.perm
+    iova, pte, count = runs.iova, runs.pte, runs.count
+    if not _ascending(iova):
+        return None
+    flag_mask = ~addr_mask & ((1 << 64) - 1)
+    flags = list(map(and_, pte, repeat(flag_mask)))
+    rw = {f: perm(f, ctx) for f in set(flags)}
+    rws = list(map(rw.__getitem__, flags))
+    phys = list(map(and_, pte, repeat(addr_mask)))
+    nbytes = list(map(mul, count, repeat(size)))
+    if any(map(and_, map(and_, map(eq, map(add, iova, nbytes), islice(iova, 1, None)),
+                                   map(eq, map(add, phys, nbytes), islice(phys, 1, None))),
+                      map(eq, rws, islice(rws, 1, None)))):
+        return None
+    big = size > PAGE
+    reads = [x[0] for x in rws]
+    writes = [x[1] for x in rws]
+    ranges = list(map(_range, iova, phys, nbytes, reads, writes, repeat(big)))
+    pages = sum(count)
+    total = sum(nbytes)
+    return ranges, {"ranges": len(ranges), "bytes": total, "writable_bytes": sum(compress(nbytes, writes)),
+                    "pages": pages, "superpages": pages if big else 0}
+
+
+def _ascending(a) -> bool:
+    return all(map(lt, a, islice(a, 1, None)))
 
 
 def new_walk(root: int, levels: int, fmt: TableFormat, error: str | None = None) -> TableWalk:
@@ -287,6 +366,79 @@ def new_walk(root: int, levels: int, fmt: TableFormat, error: str | None = None)
     return walk
 
 
+def _breaks(words: list[int], i: int, e: int, span: int, present: int, addr_mask: int, limit: int):
+    """Runs of entries i..e of a last-level page in passes at C speed instead of a Python
+    step per entry: an entry continues a run when it is its predecessor plus the page
+    size (then it has its flags, so it is present too); every other present entry starts
+    one. (starts, ptes, counts), or None when a run would start too near the top of the
+    address space (the per-entry loop then gives those entries to the vendor)."""
+    seg = words[i:e]
+    n = len(seg)
+    breaks = [0, *compress(range(1, n), map(ne, seg[1:], map(add, seg, repeat(span))))]
+    heads = list(map(seg.__getitem__, breaks))
+    live = list(map(and_, heads, repeat(present)))
+    ptes = list(compress(heads, live))
+    if ptes and max(map(and_, ptes, repeat(addr_mask))) > limit:
+        return None
+    breaks.append(n)
+    counts = list(compress(map(sub, breaks[1:], breaks), live))
+    return [i + x for x in compress(breaks, live)], ptes, counts
+
+
+def _leaf_runs(page: bytes, a: int, e: int, span: int, present: int, addr_mask: int, limit: int):
+    """The runs of a last-level page (every present entry a plain leaf) between its first
+    and last used entries a..e: (starts, ptes, counts), or None when the per-entry loop
+    must decode it. Each run's end is found by galloping and bisecting on single entries
+    (entry i+m-1 == entry i + (m-1) * span), then the whole run is checked with one
+    comparison of its bytes, read as an integer, with the progression; where that fails
+    (an entry in between left the progression) or runs turn out short, the rest of the page
+    goes through :func:`_breaks`."""
+    mv = memoryview(page).cast("Q")
+    starts: list[int] = []
+    ptes: list[int] = []
+    counts: list[int] = []
+    i = a
+    while i < e:
+        w = mv[i]
+        if not w & present:
+            if w:
+                i += 1
+            else:                                           # skip empty entries at C speed
+                i = e - len(page[8 * i:8 * e].lstrip(b"\0")) // 8
+            continue
+        if w & addr_mask > limit:
+            return None
+        n = e - i
+        if mv[e - 1] == w + (n - 1) * span:
+            m = n
+        else:                                               # the longest m whose last entry fits
+            lo = 1
+            while 2 * lo <= n and mv[i + 2 * lo - 1] == w + (2 * lo - 1) * span:
+                lo *= 2
+            hi = min(2 * lo, n)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if mv[i + mid - 1] == w + (mid - 1) * span:
+                    lo = mid
+                else:
+                    hi = mid
+            m = lo
+        if m > 2:
+            ones, ramp = _progression(m, span)
+            if int.from_bytes(page[8 * i:8 * (i + m)], "little") != w * ones + ramp:
+                m = 0
+        if not m or (len(starts) >= 8 and (i - a) < 32 * len(starts)):
+            rest = _breaks(mv.tolist(), i, e, span, present, addr_mask, limit)
+            if rest is None:
+                return None
+            return starts + rest[0], ptes + rest[1], counts + rest[2]
+        starts.append(i)
+        ptes.append(w)
+        counts.append(m)
+        i += m
+    return starts, ptes, counts
+
+
 def walk_tables(prog: drgn.Program, root: int, levels: int, fmt: TableFormat, context=None,
                 max_tables: int = MAX_TABLES) -> TableWalk:
     """Walk a radix page table of 512-entry pages from ``root`` (``levels`` deep): plain
@@ -296,27 +448,52 @@ def walk_tables(prog: drgn.Program, root: int, levels: int, fmt: TableFormat, co
     runs = walk.runs
     seen: set[int] = set()
     present, addr_mask, entry = fmt.present, fmt.addr_mask, fmt.entry
-    r_pte, r_count, r_meta, metas = runs.pte, runs.count, runs.meta, runs.metas
-    perm = fmt.perm
+    metas = runs.metas
+    meta_of: dict = {}                 # (level, context) -> index in metas: one per kind, not per page
+    params: dict[int, tuple] = {}      # level -> (span, plain, pmask, pvalue, amask, limit, leaf_only)
 
-    def emit(iova: int, pte: int, count: int, meta: int, first: bool) -> None:
-        """A run; the first of a page may continue the walk's last run."""
-        r_iova = runs.iova
-        if first and r_iova:
-            level, size, ctx, _ = metas[meta]
-            j = len(r_iova) - 1
-            m = metas[r_meta[j]]
-            n = r_count[j]
-            if (m[3] is None and m[0] == level and m[1] == size and r_iova[j] + n * size == iova
-                    and r_pte[j] + n * size == pte and perm(r_pte[j], m[2]) == perm(pte, ctx)):
-                r_count[j] = n + count
-                runs._total += count
-                return
-        runs.add_iova(iova)
-        r_pte.append(pte)
-        r_count.append(count)
-        r_meta.append(meta)
-        runs._total += count
+    def level_params(level: int) -> tuple:
+        span = 1 << (12 + 9 * (level - 1))
+        plain = fmt.plain(level) if span * 512 <= addr_mask + 1 else None
+        if plain is None:
+            got = (span, None, 0, 1, 0, -1, False)               # no entry is a plain leaf
+        else:
+            amask = (span - 1) & addr_mask                       # a large page's address is aligned
+            limit = addr_mask + 1 - 512 * span                   # a run never carries out of the address
+            got = (span, plain, plain[0], plain[1], amask, limit, not plain[0] and not amask and _LITTLE)
+        params[level] = got
+        return got
+
+    def emit(level: int, span: int, ctx, base: int, starts: list[int], ptes: list[int], counts: list[int]) -> None:
+        """A page's runs (starts: entry indexes); the first may continue the walk's last run
+        (same level and context, the next IOVA, the next entry of its progression)."""
+        key = (level, ctx)
+        meta = meta_of.get(key)
+        if meta is None:
+            metas.append((level, span, ctx, None))
+            meta = meta_of[key] = len(metas) - 1
+        r_iova, r_pte, r_count = runs.iova, runs.pte, runs.count
+        if r_iova and runs.meta[-1] == meta:
+            n, p0, w = r_count[-1], r_pte[-1], ptes[0]
+            if (r_iova[-1] + n * span == base + starts[0] * span and p0 + n * span == w
+                    and w & addr_mask > p0 & addr_mask):
+                r_count[-1] = n + counts[0]
+                runs._total += counts[0]
+                if len(starts) == 1:
+                    return
+                starts, ptes, counts = starts[1:], ptes[1:], counts[1:]
+        if len(starts) == 1:
+            runs.add_iovas([base + starts[0] * span])
+            r_pte.append(ptes[0])
+            r_count.append(counts[0])
+            runs.meta.append(meta)
+            runs._total += counts[0]
+            return
+        runs.add_iovas([base + i * span for i in starts])
+        r_pte.fromlist(ptes)
+        r_count.fromlist(counts)
+        runs.meta.fromlist([meta] * len(starts))
+        runs._total += sum(counts)
 
     def visit(table: int, level: int, base: int, ctx, path: tuple) -> None:
         if table in seen:
@@ -337,59 +514,63 @@ def walk_tables(prog: drgn.Program, root: int, levels: int, fmt: TableFormat, co
         bases, paths = runs.tables.setdefault(level, ([], []))
         bases.append(base)
         paths.append(path)
-        span = 1 << (12 + 9 * (level - 1))
-        plain = fmt.plain(level) if span * 512 <= addr_mask + 1 else None
-        if plain is None:
-            pmask, pvalue, amask, limit = 0, 1, 0, -1            # no entry is a plain leaf
-        else:
-            pmask, pvalue = plain
-            amask = (span - 1) & addr_mask                       # a large page's address is aligned
-            limit = addr_mask + 1 - 512 * span                   # a run never carries out of the address
-        meta = -1
-
-        # one progression of plain leaves between empty entries: one comparison
+        span, plain, pmask, pvalue, amask, limit, leaf_only = params.get(level) or level_params(level)
         head = page.lstrip(b"\0")
         if not head:
             return
         a = (PAGE - len(head)) // 8
         e = (len(page.rstrip(b"\0")) + 7) // 8
-        w0 = int.from_bytes(page[8 * a:8 * a + 8], "little")
-        if (plain is not None and w0 & present and w0 & pmask == pvalue and not w0 & amask
-                and w0 & addr_mask <= limit):
-            ones, ramp = _progression(e - a, span)
-            if int.from_bytes(page[8 * a:8 * e], "little") == w0 * ones + ramp:
-                metas.append((level, span, ctx, None))
-                emit(base + a * span, w0, e - a, len(metas) - 1, True)
+        if leaf_only:
+            # a last-level table: runs found in a few steps each, checked a run at a time
+            got = _leaf_runs(page, a, e, span, present, addr_mask, limit)
+            if got is not None:
+                if got[0]:
+                    emit(level, span, ctx, base, *got)
                 return
-
+        else:
+            # one progression of plain leaves between empty entries: one comparison
+            w0 = int.from_bytes(page[8 * a:8 * a + 8], "little")
+            if (plain is not None and w0 & present and w0 & pmask == pvalue and not w0 & amask
+                    and w0 & addr_mask <= limit):
+                ones, ramp = _progression(e - a, span)
+                if int.from_bytes(page[8 * a:8 * e], "little") == w0 * ones + ramp:
+                    emit(level, span, ctx, base, [a], [w0], [e - a])
+                    return
         words = memoryview(page).cast("Q").tolist() if _LITTLE else \
             [int.from_bytes(page[i:i + 8], "little") for i in range(0, PAGE, 8)]
-        expect, start, ws, first = -1, -1, 0, True
+
+        # entry by entry: runs grow while entries continue them
+        starts: list[int] = []
+        ptes: list[int] = []
+        counts: list[int] = []
+        expect, start, ws = -1, -1, 0
         for i in range(a, e):
             w = words[i]
             if w == expect:
                 expect += span
                 continue
             if start >= 0:
-                if meta < 0:
-                    metas.append((level, span, ctx, None))
-                    meta = len(metas) - 1
-                emit(base + start * span, ws, i - start, meta, first)
-                start, expect, first = -1, -1, False
+                starts.append(start)
+                ptes.append(ws)
+                counts.append(i - start)
+                start = expect = -1
             if not w & present:
                 continue
             if w & pmask == pvalue and not w & amask and w & addr_mask <= limit:
                 start, ws, expect = i, w, w + span
                 continue
+            if starts:                          # the runs before it first: ascending IOVA
+                emit(level, span, ctx, base, starts, ptes, counts)
+                starts, ptes, counts = [], [], []
             nxt = entry(walk, level, i, base + i * span, span, w, ctx, path + (w,))
-            first = False
             if nxt is not None:
                 visit(*nxt)
         if start >= 0:
-            if meta < 0:
-                metas.append((level, span, ctx, None))
-                meta = len(metas) - 1
-            emit(base + start * span, ws, e - start, meta, first)
+            starts.append(start)
+            ptes.append(ws)
+            counts.append(e - start)
+        if starts:
+            emit(level, span, ctx, base, starts, ptes, counts)
 
     visit(root & ~(PAGE - 1), levels, 0, context, ())
     return walk
