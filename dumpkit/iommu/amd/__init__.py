@@ -13,7 +13,7 @@ from dumpkit.iommu.amd.eventlog import collect_events, decode_event
 from dumpkit.iommu.amd.pagetable import walk_v1
 from dumpkit.iommu.amd.units import collect_units
 from dumpkit.iommu.backend import Backend
-from dumpkit.iommu.model import (DeviceMappings, IommuEvent, TranslationEntry, Unit, summarise, table_source,
+from dumpkit.iommu.model import (DeviceMappings, IommuEvent, TranslationEntry, Unit, table_source,
                                   unknown_entry)
 
 __all__ = ["BACKEND", "AmdState", "collect", "present", "decode_dte", "decode_event", "walk_v1"]
@@ -57,7 +57,7 @@ def _mappings(prog: drgn.Program, entries: list[TranslationEntry]) -> list[Devic
             walk = cache[key]
             dm.leaves, dm.entries_decoded = walk.leaves, walk.entries_decoded
             dm.errors.extend(walk.errors)
-            dm.ranges, dm.summary = summarise(walk.leaves)
+            dm.ranges, dm.summary = walk.summarise()
             dm.sources = [table_source(walk)]
         out.append(dm)
     return out
