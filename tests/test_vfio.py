@@ -177,3 +177,23 @@ def test_compare_finds_each_kind_of_disagreement():
     assert extra.only_tables == [(0x200000, 0x1000)]
     perm = compare_with_walk(owner, [_R(0x10000, 0x4000, False), _R(0x100000, 0x2000, False)])
     assert perm.permission == [(0x10000, 0x4000)] and "disagree" in perm.text()
+
+
+def test_vfio_rule_keeps_what_still_blocks():
+    """Its own Bus Master flag and enable count do not decide a VFIO-owned function; a
+    bridge above with Bus Master off (kernel-owned, its flag is real) still does."""
+    from dumpkit.pci.collect import PciDevice, PciTree, _judge_dma
+
+    def tree(port_master: bool):
+        port = PciDevice("0000:00:02.0", 0x1b36, 0x000c, class_code=0x060400, is_bridge=True, driver="pcieport",
+                         enable_count=1, is_busmaster=port_master, power_state="D0", error_state="normal")
+        ep = PciDevice("0000:01:00.0", 0x8086, 0x10d3, class_code=0x020000, parent=port.bdf, driver="vfio-pci",
+                       enable_count=1, is_busmaster=False, power_state="D0", error_state="normal",
+                       vfio=_owner((0x10000, 0x4000, True)))
+        t = PciTree([port, ep], None, [])
+        _judge_dma(t)
+        return t.get(ep.bdf)
+
+    assert tree(True).could_dma is True
+    blocked = tree(False)
+    assert blocked.could_dma is False and blocked.could_dma_reason == "Bus Master off on a bridge above"

@@ -598,16 +598,19 @@ def _judge_dma(tree: PciTree) -> None:
         dev.upstream_busmaster = (all(a.is_busmaster for a in ups)
                                   if all(a.is_busmaster is not None for a in ups) else None)
         checks = [
-            (dev.driver is not None, "no driver bound"),
-            ((dev.enable_count or 0) > 0, "not enabled"),
-            (bool(dev.is_busmaster), "Bus Master off"),
-            (dev.upstream_busmaster is not False, "Bus Master off on a bridge above"),
-            (dev.power_state not in ("D1", "D2", "D3hot", "D3cold"), f"in {dev.power_state}"),
-            (dev.error_state in (None, "normal"), f"error state {dev.error_state}"),
+            ("driver", dev.driver is not None, "no driver bound"),
+            ("enabled", (dev.enable_count or 0) > 0, "not enabled"),
+            ("busmaster", bool(dev.is_busmaster), "Bus Master off"),
+            ("upstream", dev.upstream_busmaster is not False, "Bus Master off on a bridge above"),
+            ("power", dev.power_state not in ("D1", "D2", "D3hot", "D3cold"), f"in {dev.power_state}"),
+            ("error", dev.error_state in (None, "normal"), f"error state {dev.error_state}"),
         ]
-        failed = [why for ok, why in checks if not ok]
+        failed = [why for _key, ok, why in checks if not ok]
         if dev.vfio is not None:
-            dev.could_dma, dev.could_dma_reason = _vfio_could_dma(dev, failed)
+            # its own enable count and Bus Master flag are not the device's state (see
+            # _vfio_could_dma); the bridges above, its power and error state still are
+            blocking = [why for key, ok, why in checks if not ok and key not in ("enabled", "busmaster")]
+            dev.could_dma, dev.could_dma_reason = _vfio_could_dma(dev, blocking)
         elif "driver" in dev.unknown:
             dev.could_dma, dev.could_dma_reason = None, f"unknown: its driver is unreadable ({dev.unknown['driver']})"
         elif dev.is_busmaster is None or dev.enable_count is None:
@@ -618,12 +621,12 @@ def _judge_dma(tree: PciTree) -> None:
             dev.could_dma, dev.could_dma_reason = True, "driver bound, enabled, Bus Master on up to the root"
 
 
-def _vfio_could_dma(dev: PciDevice, failed: list[str]) -> tuple[bool | None, str]:
+def _vfio_could_dma(dev: PciDevice, blocking: list[str]) -> tuple[bool | None, str]:
     """A VFIO-owned function: the kernel's Bus Master flag says nothing (vfio-pci passes
     the owner's Command-register writes to the device and never sets ``is_busmaster``),
-    so it is judged by whether anyone has it open and what it was given to write."""
+    so it is judged by whether anyone has it open and what it was given to write;
+    ``blocking`` are the reasons that still hold (a bridge above, power, error state)."""
     owner = dev.vfio
-    blocking = [why for why in failed if not why.startswith(("Bus Master off", "not enabled"))]
     no_bm = ("the kernel keeps no Bus Master state for a VFIO-owned function (vfio-pci passes the owner's "
              "Command-register writes to the device)")
     if blocking:
