@@ -59,7 +59,9 @@ CACHED_MODULES = list(dict.fromkeys(GUEST_MODULES + HW_MODULES + VFIO_MODULES + 
 LAYOUT_VERSION = "3"
 # Debian suites a kernel package is looked for in (private apt configuration each) when
 # the apt this runs with does not know it, oldest first
-SUITES = ["bookworm", "trixie"]
+SUITES = ["bookworm", "trixie", "sid"]
+# Suites without -updates and -security companions
+UNSTABLE_SUITES = {"sid", "unstable", "experimental"}
 # Guest tools taken from the kernel's suite when it is newer than the host's
 GUEST_TOOLS = ["makedumpfile"]
 
@@ -300,6 +302,8 @@ def _suite_sources(host: str, suite: str) -> list[str]:
         for uri in uris:
             for s in suites:
                 if host and re.fullmatch(re.escape(host) + r"(-[a-z-]+)?", s):
+                    if suite in UNSTABLE_SUITES and s != host:
+                        continue        # sid has no -updates or -security suites
                     entry = (opts, uri, suite + s[len(host):])
                     if entry not in entries:
                         entries.append(entry)
@@ -519,17 +523,22 @@ def fetch(package: str | None = None, force: bool = False, suite: str | None = N
     debs = cache_root() / "distro" / "debs"
     t0 = time.monotonic()
     log(f"downloading {package} {version} and its -dbg package" + (f" from {suite}" if suite else ""))
-    image_deb = _download(package, debs, env)
+    image_debs = _download_image(package, debs, env)
     dbg_deb = _download(package + "-dbg", debs, env)
     t_download = time.monotonic() - t0
     work = root.with_name(root.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     t1 = time.monotonic()
     with tempfile.TemporaryDirectory(dir=cache_root()) as tmp:
-        img, kver, builtin, wanted = _unpack_image(image_deb, Path(tmp), release)
+        vmlinuz, kver, builtin, wanted = _unpack_image(image_debs, Path(tmp), release)
         (work / "boot").mkdir(parents=True)
-        for f in (img / "boot").iterdir():
-            shutil.copy2(f, work / "boot" / f.name)
+        shutil.copy2(vmlinuz, work / "boot" / f"vmlinuz-{release}")
+        # the config and System.map beside it, for whoever reads the kernel's build
+        for name in ("config", "System.map"):
+            for src in (vmlinuz.parent / f"{name}-{release}", kver / name):
+                if src.is_file():
+                    shutil.copy2(src, work / "boot" / f"{name}-{release}")
+                    break
         mods = work / "modules" / "lib" / "modules" / release
         for rel in wanted:
             _copy_module(kver / rel, mods / _plain(rel))
@@ -540,6 +549,8 @@ def fetch(package: str | None = None, force: bool = False, suite: str | None = N
         wanted = [_plain(rel) for rel in wanted]
         patterns = [f"./usr/lib/debug/boot/vmlinux-{release}"] + \
                    [f"./usr/lib/debug/lib/modules/{release}/{rel}" for rel in wanted]
+        if len(image_debs) > 1:     # split packages: boot/vmlinux-R links to this
+            patterns.append(f"./usr/lib/debug/lib/modules/{release}/vmlinux")
         _extract(dbg_deb, work / "debug", patterns)
     t_extract = time.monotonic() - t1
     vmlinux = work / "debug/usr/lib/debug/boot" / f"vmlinux-{release}"
@@ -557,38 +568,75 @@ def fetch(package: str | None = None, force: bool = False, suite: str | None = N
         **({"apt_suite": suite, "builtin_modules": sorted(set(CACHED_MODULES) & builtin)} if suite else {}),
         **({"guest_tools": tools} if tools else {}),
         "download_s": round(t_download, 1), "extract_s": round(t_extract, 1),
-        "deb_bytes": {image_deb.name: image_deb.stat().st_size, dbg_deb.name: dbg_deb.stat().st_size},
+        **({"image_parts": [d.name.split("_")[0] for d in image_debs[1:]]} if len(image_debs) > 1 else {}),
+        "deb_bytes": {d.name: d.stat().st_size for d in [*image_debs, dbg_deb]},
     }
     (work / "kernel.json").write_text(json.dumps(info, indent=1) + "\n")
     if root.exists():           # replaced only now: readers of the old layout keep it until here
         shutil.rmtree(root)
     work.rename(root)
-    for deb in (image_deb, dbg_deb):
+    for deb in (*image_debs, dbg_deb):
         deb.unlink(missing_ok=True)
-    size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and not f.is_symlink())
     info["cache_bytes"] = size
     info_path.write_text(json.dumps(info, indent=1) + "\n")
     log(f"{release}: download {t_download:.0f} s, extract {t_extract:.0f} s, cache {size / 2**20:.0f} MiB")
     return DistroKernel(root, info)
 
 
-def _unpack_image(image_deb: Path, tmp: Path, release: str) -> tuple[Path, Path, set[str], list[str]]:
-    """The image package unpacked under tmp/image with a modules.dep: (image root, its
+# sid's 7.x image package is a metapackage (linux-signed-amd64 7.2.13+1): the vmlinuz is
+# in linux-binary-RELEASE (usr/lib/modules/RELEASE/vmlinuz), the modules in
+# linux-modules-RELEASE, modules.builtin and the config in linux-base-RELEASE; its -dbg
+# package keeps the vmlinux at usr/lib/debug/lib/modules/RELEASE/vmlinux, with
+# usr/lib/debug/boot/vmlinux-RELEASE a symbolic link to it
+SPLIT_PARTS = ("linux-binary", "linux-modules", "linux-base")
+
+
+def image_parts(package: str, env: dict | None = None) -> list[str]:
+    """The packages an image package's kernel is split into (sid's 7.x: linux-binary-R,
+    linux-modules-R, linux-base-R), from its Depends; [] for one that holds it all."""
+    release = package.removeprefix("linux-image-")
+    out = _run(["apt-cache", "show", "--no-all-versions", package], capture_output=True, text=True,
+               env=env).stdout
+    m = re.search(r"^Depends:(.*)$", out, re.MULTILINE)
+    names = re.findall(r"[\w.+-]+", m.group(1)) if m else []
+    return [n for n in dict.fromkeys(names) if n in {f"{p}-{release}" for p in SPLIT_PARTS}]
+
+
+def _download_image(package: str, debs: Path, env: dict | None) -> list[Path]:
+    """The image package's .deb and those of the packages its kernel is split into."""
+    return [_download(p, debs, env) for p in [package, *image_parts(package, env)]]
+
+
+def _vmlinuz(img: Path, release: str) -> Path | None:
+    """Where the unpacked image has its kernel: boot/vmlinuz-R (6.1, 6.12) or
+    usr/lib/modules/R/vmlinuz (the split packages of 7.x)."""
+    for p in (img / "boot" / f"vmlinuz-{release}", img / "usr/lib/modules" / release / "vmlinuz"):
+        if p.is_file():
+            return p
+    return None
+
+
+def _unpack_image(image_debs: list[Path], tmp: Path, release: str) -> tuple[Path, Path, set[str], list[str]]:
+    """The image packages unpacked under tmp/image with a modules.dep: (the vmlinuz, its
     lib/modules/RELEASE, the modules built in, the package paths of CACHED_MODULES and
     what they depend on, in load order)."""
     img = tmp / "image"
-    _extract(image_deb, img)
+    for deb in image_debs:
+        _extract(deb, img)
     # bookworm: lib/modules/RELEASE; trixie (merged /usr): usr/lib/modules/RELEASE
     base = img if (img / "lib" / "modules" / release).is_dir() else img / "usr"
     kver = base / "lib" / "modules" / release
-    if not (img / "boot" / f"vmlinuz-{release}").is_file() or not kver.is_dir():
-        raise FetchError(f"{image_deb.name} has no boot/vmlinuz-{release} or [usr/]lib/modules/{release}")
+    vmlinuz = _vmlinuz(img, release)
+    if vmlinuz is None or not (kver / "kernel").is_dir():
+        raise FetchError(f"{', '.join(d.name for d in image_debs)}: no boot/vmlinuz-{release} or "
+                         f"usr/lib/modules/{release}/vmlinuz, or no [usr/]lib/modules/{release}/kernel")
     # the package ships no modules.dep: depmod makes it at install time
     _run(["depmod", "-b", str(base), release], capture_output=True)
     dep = parse_modules_dep((kver / "modules.dep").read_text())
     # modules the kernel has built in (trixie's virtio_pci) need no file
     builtin = builtin_modules(kver)
-    return img, kver, builtin, load_order(dep, [m for m in CACHED_MODULES if m not in builtin])
+    return vmlinuz, kver, builtin, load_order(dep, [m for m in CACHED_MODULES if m not in builtin])
 
 
 def _missing_modules(root: Path, info: dict) -> list[str]:
@@ -611,7 +659,7 @@ def _add_modules(root: Path, info: dict, missing: list[str]) -> dict:
     log(f"{release}: the cache has no {', '.join(missing)}: adding them")
     debs = cache_root() / "distro" / "debs"
     t0 = time.monotonic()
-    image_deb = _download(package, debs, env)
+    image_debs = _download_image(package, debs, env)
     dbg_deb = _download(package + "-dbg", debs, env)
     t_download = time.monotonic() - t0
     t1 = time.monotonic()
@@ -619,7 +667,7 @@ def _add_modules(root: Path, info: dict, missing: list[str]) -> dict:
     mods = mods_root / "lib" / "modules" / release
     have = set(info.get("module_files", []))
     with tempfile.TemporaryDirectory(dir=cache_root()) as tmp:
-        _img, kver, builtin, wanted = _unpack_image(image_deb, Path(tmp), release)
+        _vmlinuz_path, kver, builtin, wanted = _unpack_image(image_debs, Path(tmp), release)
         new = [rel for rel in wanted if _plain(rel) not in have]
         for rel in new:
             _copy_module(kver / rel, mods / _plain(rel))
@@ -637,11 +685,11 @@ def _add_modules(root: Path, info: dict, missing: list[str]) -> dict:
                                          "download_s": round(t_download, 1), "extract_s": round(t_extract, 1)})
     if suite:
         info["builtin_modules"] = sorted(set(CACHED_MODULES) & builtin)
-    info["cache_bytes"] = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    info["cache_bytes"] = sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and not f.is_symlink())
     tmp_info = root / "kernel.json.partial"
     tmp_info.write_text(json.dumps(info, indent=1) + "\n")
     tmp_info.rename(root / "kernel.json")
-    for deb in (image_deb, dbg_deb):
+    for deb in (*image_debs, dbg_deb):
         deb.unlink(missing_ok=True)
     log(f"{release}: added {len(new)} module files: download {t_download:.0f} s, extract {t_extract:.0f} s")
     return info
