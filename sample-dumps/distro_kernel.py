@@ -115,7 +115,8 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     except FileNotFoundError:
         raise FetchError(f"{cmd[0]} not found: install it (scripts/setup does)") from None
     except subprocess.CalledProcessError as e:
-        err = (e.stderr or b"").decode(errors="replace").strip().splitlines()
+        raw = e.stderr or b""
+        err = (raw if isinstance(raw, str) else raw.decode(errors="replace")).strip().splitlines()
         raise FetchError(f"{' '.join(cmd[:3])} failed: {err[-1] if err else e.returncode}") from None
 
 

@@ -6,6 +6,7 @@ import dataclasses
 
 from dumpkit.cli.output import Records, add_format, emit, plain, render
 from dumpkit.cli.shared import SOURCE_HELP, check_vmcoreinfo, kernel_data, open_dump
+from dumpkit.target.pagemap import level_words
 
 NAME = "info"
 HELP = "kernel, crash and kdump facts of a dump, and its modules"
@@ -19,7 +20,8 @@ _REASON_KEYS = {"crash time": "crash_time", "panic": "panic_message", "crashed t
                 "uptime": "uptime_s", "command line": "command_line", "capture kernel": "capture_kernel",
                 "reset_devices": "reset_devices", "crash kernel loaded": "crash_kernel_loaded",
                 "crash kernel cmdline": "crash_kernel_cmdline", "crash kernel call": "crash_kernel_loaded",
-                "crash memory": "crash_kernel_reserved", "crash image segments": "crash_kernel_loaded"}
+                "crash memory": "crash_kernel_reserved", "crash image segments": "crash_kernel_loaded",
+                "dump level": "dump_level"}
 
 
 def add_arguments(p) -> None:
@@ -34,6 +36,7 @@ def info_lines(dump) -> list[str]:
     rows = [
         ("source", info.source),
         ("format", info.format),
+        ("dump level", f"{info.dump_level} ({level_words(info.dump_level)})" if info.dump_level is not None else None),
         ("kernel", f"{info.kernel_release} ({info.arch})"),
         ("build-id", info.build_id),
         ("debug file", f"{info.debug_file} ({info.debug_file_origin})"),

@@ -85,7 +85,8 @@ MEMBER_NOTES = {
     "reset_fn": "replaced by reset_methods in v5.15",
     "devcap": "cached in struct pci_dev since v5.15",
     "aer_cap": "present only with CONFIG_PCIEAER",
-    "aer_stats": "present only with CONFIG_PCIEAER, since v4.19",
+    "aer_stats": "present only with CONFIG_PCIEAER, since v4.19; renamed aer_info in v6.17",
+    "aer_info": "present only with CONFIG_PCIEAER: aer_stats until v6.17",
 }
 
 
@@ -307,6 +308,13 @@ class PciLayout:
         # PCI_BRIDGE_RESOURCE_NUM (4) windows end the array in every kernel
         self.bridge_index = enum("PCI_BRIDGE_RESOURCES") or max(self.n_resources - 4, self.rom_index + 1)
 
+    @property
+    def aer_counters(self) -> str | None:
+        """The member holding the AER error counters: ``aer_stats`` (v4.19) became
+        ``aer_info`` in v6.17, when the AER log rate limits were added to it; None
+        without CONFIG_PCIEAER."""
+        return next((m for m in ("aer_info", "aer_stats") if self.has(m)), None)
+
     def has(self, path: str) -> bool:
         """Whether struct pci_dev has a member path ("aer_stats", "dev.iommu_group")."""
         if path not in self._has:
@@ -453,11 +461,12 @@ def _speed(layout: PciLayout, value: int) -> str | None:
 
 
 def _aer(pdev: drgn.Object, dev: PciDevice, r: _Reader) -> None:
-    if not r.layout.has("aer_stats"):
+    member = r.layout.aer_counters
+    if member is None:
         r.unknown["aer_correctable"] = _missing("aer_stats")
         return
     try:
-        stats = pdev.aer_stats
+        stats = getattr(pdev, member)
         if not stats:
             return                         # no AER capability, or AER not managed by the OS
         dev.aer_correctable = stats.dev_total_cor_errs.value_()
@@ -474,7 +483,7 @@ def _aer(pdev: drgn.Object, dev: PciDevice, r: _Reader) -> None:
                 if count:
                     dev.aer_errors[f"{prefix}.{names.get(bit, f'bit{bit}')}"] = count
     except (drgn.FaultError, LookupError, AttributeError) as e:
-        r.unknown["aer_correctable"] = f"aer_stats unreadable: {type(e).__name__}: {e}"
+        r.unknown["aer_correctable"] = f"{member} unreadable: {type(e).__name__}: {e}"
 
 
 def _saved_caps(pdev: drgn.Object, dev: PciDevice, r: _Reader) -> None:

@@ -364,7 +364,7 @@ def _pcie_lines(dev: PciDevice) -> list[str]:
 def _aer_lines(dev: PciDevice) -> list[str]:
     out = [f"\tAdvanced Error Reporting [{dev.aer_cap:x}]"]
     if dev.aer_correctable is not None:
-        out.append(f"\t\tErrors sent (aer_stats): correctable {dev.aer_correctable}, "
+        out.append(f"\t\tErrors sent (kernel AER counters): correctable {dev.aer_correctable}, "
                    f"non-fatal {dev.aer_nonfatal}, fatal {dev.aer_fatal}")
     if dev.aer_rootport_correctable is not None:
         out.append(f"\t\tErrors received (root port): correctable {dev.aer_rootport_correctable}, "

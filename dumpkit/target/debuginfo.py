@@ -416,6 +416,18 @@ def _main_module(prog: drgn.Program) -> drgn.MainModule:
                          "check that the file is a kernel dump")
 
 
+def _text_address(m: drgn.Module, ranges) -> int | None:
+    """Where a module's text starts, the address /proc/modules and crash's ``mod`` print
+    (``mem[MOD_TEXT].base``). Not the lowest of its ranges: since the ROX execmem cache
+    (6.14, CONFIG_ARCH_HAS_EXECMEM_ROX on x86_64) a module's text lies apart from, and can
+    lie above, its data."""
+    try:
+        text = m.section_addresses.get(".text")
+    except (AttributeError, ValueError):
+        text = None
+    return text if text is not None else min((r[0] for r in ranges), default=None)
+
+
 def _safe_build_id(module: drgn.Module) -> str | None:
     return module.build_id.hex() if module.build_id else None
 
@@ -446,7 +458,7 @@ def _load_modules(prog: drgn.Program, cands: _Candidates, release: str | None,
     out = []
     for m in loaded:
         ranges = m.address_ranges or ()
-        start = min((r[0] for r in ranges), default=None)
+        start = _text_address(m, ranges)
         size = sum(r[1] - r[0] for r in ranges) if ranges else None
         bad = [p for p in cands.modules.get(m.name.replace("-", "_"), []) if p in damaged]
         if m.wants_debug_file() and bad:

@@ -35,6 +35,8 @@ class DumpInfo:
     crash_stack: tuple[str, ...]
     uptime_s: float | None
     command_line: str | None
+    # makedumpfile's -d, from a kdump-compressed file's sub-header
+    dump_level: int | None = None
     unknown: dict[str, str] = field(default_factory=dict)
 
 
@@ -157,6 +159,12 @@ class Dump:
                 stack = attempt("crash_stack", lambda: tuple(_frame_name(f) for f in thread.stack_trace()))
         from drgn.helpers.linux.timekeeping import uptime
 
+        from dumpkit.target.pagemap import dump_level
+
+        level, why = dump_level(self.corefile) if not self.live else (None, "live target")
+        if why:
+            unknown["dump_level"] = why
+
         return DumpInfo(
             source=self.source,
             live=self.live,
@@ -172,5 +180,6 @@ class Dump:
             crash_stack=stack or (),
             uptime_s=attempt("uptime_s", lambda: round(uptime(prog), 3)),
             command_line=attempt("command_line", lambda: prog["saved_command_line"].string_().decode()),
+            dump_level=level,
             unknown=unknown,
         )

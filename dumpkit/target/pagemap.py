@@ -20,7 +20,8 @@ import drgn
 
 from dumpkit.target.corefile import PT_LOAD, CoreFile, _elf_segments, _read
 
-__all__ = ["DumpPages", "attach_dump_pages", "excluded_page_reason", "missing_page_reason", "page_presence"]
+__all__ = ["DumpPages", "attach_dump_pages", "dump_level", "excluded_page_reason", "level_words", "missing_page_reason",
+           "page_presence"]
 
 PAGE_SHIFT = 12
 # makedumpfile's dump level bits (its -d option)
@@ -74,6 +75,32 @@ def _kdump_pages(core: CoreFile) -> DumpPages:
             return DumpPages(core.path, "kdump", level)
         start = (1 + sub_hdr_size) * block_size
         return DumpPages(core.path, "kdump", level, _read(f, start, half), _read(f, start + half, half))
+
+
+def dump_level(core: CoreFile | None) -> tuple[int | None, str | None]:
+    """makedumpfile's dump level (-d) as a kdump-compressed file records it in its
+    sub-header, else None and why."""
+    if core is None:
+        return None, "not a dump file"
+    if core.format != "kdump":
+        return None, f"a{'n' if core.format[0] in 'ae' else ''} {core.format} file does not record makedumpfile's -d"
+    try:
+        with open(core.path, "rb") as f:
+            block_size = struct.unpack_from("<i", _read(f, 0, 464), 428)[0]
+            level = struct.unpack_from("<i", _read(f, block_size, 12), 8)[0]
+    except (OSError, struct.error):
+        return None, "the kdump sub-header cannot be read"
+    if not 0 <= level <= 31:
+        return None, f"the kdump sub-header says dump level {level}, which is none"
+    return level, None
+
+
+def level_words(level: int) -> str:
+    """What a dump level leaves out, in words ("zero, cache, private cache and free pages left out")."""
+    names = [name for bit, name in LEVEL_BITS.items() if level & bit]
+    if not names:
+        return "every page kept"
+    return (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]) + " pages left out"
 
 
 def _elf_pages(core: CoreFile) -> DumpPages:

@@ -1,0 +1,234 @@
+"""The stock kernels of the newer series in the VT-d scenarios of the 6.1 stock kernel
+(distro-copied-traffic and distro-nocopy-fault), checked against the ground truth and QEMU
+trace of the same run: Debian 13's 6.12 (linux-image-6.12.*-amd64, from trixie) and sid's
+7.x (linux-image-7.*-amd64, split into linux-binary/-modules/-base packages), each with
+its -dbg package, fetched through a private apt configuration and dumped by that suite's
+makedumpfile (at -d 23 on 7.x, see sample-dumps/generate DUMP_LEVEL_7X). scripts/setup
+generates both:
+
+    sample-dumps/generate --suite trixie --scenario distro-copied-traffic --scenario distro-nocopy-fault
+    sample-dumps/generate --suite sid --scenario distro-copied-traffic --scenario distro-nocopy-fault
+
+A missing one is skipped outside CI and an error in CI (conftest.needs_cached). Devices
+are found by driver, kernels by series: nothing depends on the package revision."""
+
+from __future__ import annotations
+
+import json
+import lzma
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import dumpkit
+from conftest import assert_pci_tree_equals, cached_dump, needs_cached
+from dumpkit.iommu.collect import collect_iommu
+from dumpkit.verdict import judge
+
+CACHE = Path(os.environ.get("DUMPKIT_CACHE") or Path.home() / ".cache" / "dumpkit")
+# kernel series by release, and the suite whose linux-image-amd64 setup takes it from
+SERIES = {"6.12": re.compile(r"6\.12\."), "7.x": re.compile(r"7\.")}
+SUITE = {"6.12": "trixie", "7.x": "sid"}
+SCENARIOS = ["distro-copied-traffic", "distro-nocopy-fault"]
+
+
+def _root(series: str, scenario: str) -> Path | None:
+    """The newest cache directory of a stock kernel of the series whose manifest has the scenario."""
+    found = []
+    for m in (CACHE / "samples").glob("*/manifest.json"):
+        data = json.loads(m.read_text())
+        if SERIES[series].match(data.get("kernel", {}).get("kernel_release", "")) \
+                and data["kernel"].get("debug_dir") and any(d["scenario"] == scenario for d in data["dumps"]):
+            found.append(m.parent)
+    return max(found, key=lambda r: (r / "manifest.json").stat().st_mtime) if found else None
+
+
+# keyed "SERIES/SCENARIO", as the tests are parametrized
+ROOTS = {f"{se}/{sc}": _root(se, sc) for se in SERIES for sc in SCENARIOS}
+
+
+def needs(case: str):
+    series, scenario = case.split("/")
+    return needs_cached(f"{series} stock-kernel {scenario} (sample-dumps/generate --suite {SUITE[series]})",
+                        ROOTS[case])
+
+
+def each_scenario(scenario: str | None = None):
+    return pytest.mark.parametrize("case", [pytest.param(c, marks=needs(c)) for c in ROOTS
+                                            if scenario is None or c.endswith("/" + scenario)])
+
+
+_OPENED: dict = {}
+
+
+def scenario_of(case: str) -> str:
+    return case.split("/")[1]
+
+
+def debug_dir(case: str) -> Path:
+    root = ROOTS[case]
+    return (root / json.loads((root / "manifest.json").read_text())["kernel"]["debug_dir"]).resolve()
+
+
+def dump_of(case: str) -> Path:
+    return cached_dump(ROOTS[case], scenario_of(case))
+
+
+def opened(case: str):
+    if case not in _OPENED:
+        _OPENED[case] = dumpkit.open(dump_of(case), debuginfo=[debug_dir(case)])
+    return _OPENED[case]
+
+
+def scenario_dir(case: str) -> Path:
+    return ROOTS[case] / scenario_of(case)
+
+
+def truth(case: str) -> dict:
+    return json.loads((scenario_dir(case) / "ground-truth" / "pci.json").read_text())["devices"]
+
+
+def run_facts(case: str) -> dict:
+    return json.loads((scenario_dir(case) / "run.json").read_text())
+
+
+def bdf_of(case: str, driver: str) -> str:
+    return next(b for b, d in truth(case).items() if d["driver"] == driver)
+
+
+def verdicts(case: str):
+    return judge(opened(case), [scenario_dir(case) / "capture-dmesg.txt"])
+
+
+def trace(case: str) -> str:
+    with lzma.open(scenario_dir(case) / "qemu-trace.log.xz", "rt") as f:
+        return f.read()
+
+
+@each_scenario()
+def test_the_kernel_is_a_stock_kernel_of_its_series_with_kaslr(case):
+    info = opened(case).info
+    assert SERIES[case.split("/")[0]].match(info.kernel_release)
+    assert run_facts(case)["kernel_release"] == info.kernel_release
+    assert info.panic_message.endswith("sysrq triggered crash")
+    assert "sysrq_handle_crash" in info.crash_stack
+    assert int(opened(case).vmcoreinfo.get("KERNELOFFSET", "0"), 16) != 0
+
+
+@each_scenario()
+def test_the_dump_was_saved_by_the_kernel_suites_makedumpfile(case):
+    """Debian 12's makedumpfile 1.7.2 drops slab pages of kernels >= 6.2; the guest ran the
+    kernel's own suite's (run.json names it), at the dump level run.json records. Every
+    struct pci_dev is a slab object: the PCI tree test below reads them all."""
+    facts = run_facts(case)
+    tools = facts.get("guest_tools", {})
+    assert "makedumpfile" in tools and tools["makedumpfile"]["suite"] == SUITE[case.split("/")[0]]
+    assert facts["makedumpfile_log"][-1] == "makedumpfile Completed."
+    level = facts["capture_path"]["dump_level"]
+    assert f"-d {level}" in facts["capture_path"]["makedumpfile"]
+    assert opened(case).info.dump_level == level, "the dump's kdump sub-header records the level used"
+
+
+@each_scenario()
+def test_pci_tree_equals_ground_truth(case):
+    assert_pci_tree_equals(opened(case).pci(), truth(case))
+
+
+@each_scenario()
+def test_modules_match_proc_modules_and_have_debug_info(case):
+    gt = {}
+    for line in (scenario_dir(case) / "ground-truth" / "modules.txt").read_text().splitlines():
+        f = line.split()
+        gt[f[0]] = int(f[5], 16)
+    mods = {m.name: m for m in opened(case).modules()}
+    assert set(mods) == set(gt)
+    for name, addr in gt.items():
+        m = mods[name]
+        assert m.address == addr, (name, "the text address /proc/modules prints")
+        assert m.status == "debug info loaded" and m.debug_file.startswith(str(debug_dir(case))), name
+
+
+@each_scenario()
+def test_nic_post_crash_completions_as_qemu_traced(case):
+    v = verdicts(case).get(bdf_of(case, "e1000e"))
+    counts = run_facts(case)["qemu_events"]["counts"]
+    traced = sum(counts[p].get("e1000e_rx_written_to_guest", 0) for p in ("crash_to_capture_init", "after_capture_init"))
+    assert v.did_dma_after_crash.value is True and v.landed_pages
+    assert abs(v.post_crash_completions - traced) <= 5, (v.post_crash_completions, traced)
+
+
+@each_scenario()
+def test_nvme_unprocessed_completions_are_the_last_the_device_wrote(case):
+    """What the decoder counts are completion entries past the driver's head: each must be
+    one QEMU wrote in the last 0.2 s before the generator saw the crash marker (it sees it
+    up to 0.1 s late, so the trace's phases put them before the crash) or after."""
+    v = verdicts(case).get(bdf_of(case, "nvme"))
+    crash = run_facts(case)["crash_epoch"]
+    late = [float(t) for t in re.findall(r"^\d+@(\d+\.\d+):pci_nvme_enqueue_req_completion", trace(case), re.M)
+            if float(t) >= crash - 0.2]
+    assert v.post_crash_completions is not None and v.post_crash_completions <= len(late)
+
+
+@each_scenario()
+def test_capture_log_agrees_with_the_crash_fact_by_fact(case):
+    proc = _dumpkit("--debuginfo", debug_dir(case), "verdict", dump_of(case),
+                    "--capture-log", scenario_dir(case) / "capture-dmesg.txt", "--json")
+    matches = json.loads(proc.stdout)["capture_matches"]
+    (m,) = matches.values()
+    assert m["status"] == "consistent"
+    assert set(m["facts"]) >= {"elfcorehdr", "memory_map", "initrd", "clock", "pci"}
+    assert set(m["facts"].values()) == {"agree"}
+
+
+@each_scenario("distro-copied-traffic")
+def test_copied_traffic_capture_kernel_copied_the_tables_and_nothing_faulted(case):
+    assert "Copied translation tables from previous kernel" in (scenario_dir(case) / "capture-dmesg.txt").read_text()
+    assert "vtd_dmar_fault" not in trace(case)
+    state = collect_iommu(opened(case), [scenario_dir(case) / "capture-dmesg.txt"])
+    assert not [c for c in state.correlations if c.fault.kind == "dma-remap"]
+    (entry,) = [e for e in state.entries if e.bdf == bdf_of(case, "e1000e")]
+    assert entry.translation == "translated" and entry.detail["scalable_mode"] is False and not entry.errors
+
+
+@each_scenario("distro-nocopy-fault")
+def test_nocopy_fault_attributed_to_the_nic_and_resolved_in_the_first_kernels_tables(case):
+    state = collect_iommu(opened(case), [scenario_dir(case) / "capture-dmesg.txt"])
+    (entry,) = [e for e in state.entries if e.bdf == bdf_of(case, "e1000e")]
+    assert entry.detail["scalable_mode"] is True and entry.detail["vtd_translation"] == "second-level"
+    logged = [c for c in state.correlations if c.fault.kind == "dma-remap" and c.fault.source != "printk"]
+    assert logged, "the capture log holds a DMA fault"
+    traced = {(int(s, 16), int(a, 16) & ~0xFFF)
+              for s, a in re.findall(r"vtd_dmar_fault sid (0x[0-9a-f]+) fault \d+ addr (0x[0-9a-f]+)", trace(case))}
+    for c in logged:
+        assert c.device == bdf_of(case, "e1000e") and c.driver == "e1000e"
+        bus, dev, fn = (int(x, 16) for x in re.split(r"[:.]", c.device[5:]))
+        assert ((bus << 8) | (dev << 3) | fn, c.fault.address & ~0xFFF) in traced
+        assert c.phys is not None and c.writable and c.buffer
+    v = verdicts(case).get(bdf_of(case, "e1000e"))
+    assert v.hit_capture_kernel.value is True and v.faults >= 1
+
+
+def _dumpkit(*args) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "dumpkit.cli", *map(str, args)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return proc
+
+
+@each_scenario()
+def test_verdict_pci_and_iommu_commands_run(case):
+    dump, dbg = dump_of(case), debug_dir(case)
+    verdict = json.loads(_dumpkit("--debuginfo", dbg, "verdict", dump, "--json").stdout)
+    assert not verdict["errors"]
+    assert any(e["driver"] == "e1000e" and e["did_dma_after_crash"] is True for e in verdict["endpoints"])
+    pci = json.loads(_dumpkit("--debuginfo", dbg, "pci", dump, "--json").stdout)
+    assert len(pci["devices"]) == len(truth(case))
+    iommu = _dumpkit("--debuginfo", dbg, "iommu", dump).stdout
+    assert "dmar0 (intel-vtd)" in iommu
+    if scenario_of(case) == "distro-nocopy-fault":
+        assert "e1000e RX descriptor ring" in iommu
