@@ -10,21 +10,19 @@
 
 from __future__ import annotations
 
-from dumpkit.verdict import Verdicts
-from dumpkit.verdict_render import CLAIMS, DumpSide, claim_word, compare_verdicts
+from dumpkit.verdict import CLAIMS, Verdicts, claim_word
+from dumpkit.verdict.compare import DumpSide, compare_verdicts
 
 __all__ = ["TREE_COLUMNS", "claim_columns", "plot_claim_changes"]
 
 #: the claims written beside the tree, with their column headers
 TREE_COLUMNS = {"did_dma_after_crash": "DMA after\nthe crash", "hit_capture_kernel": "in the capture\nkernel"}
 _COLUMN_IN = 1.3        # inches per word column
-_SHORT = {"could_dma": "could DMA", "did_dma_after_crash": "DMA after crash", "hit_capture_kernel": "capture kernel",
-          "stopped_by_reset": "stopped by reset"}
 
 
 def claim_columns(ax, verdicts: Verdicts) -> list:
     """Write, right of each endpoint's label in a verdict tree (of
-    :func:`dumpkit.verdict_render.plot_verdict_tree`), its "DMA after the crash" and "in
+    :func:`dumpkit.verdict.render.plot_verdict_tree`), its "DMA after the crash" and "in
     the capture kernel" claim words, under a header; the figure widens to hold them.
 
     :return: the text artists added (gid "claim BDF CLAIM" for each word)
@@ -85,8 +83,8 @@ def plot_claim_changes(before: Verdicts, after: Verdicts, names: tuple[str, str]
 
     cmp = compare_verdicts(DumpSide(names[0], names[0], before), DumpSide(names[1], names[1], after))
     rows = [e for e in cmp.endpoints if e.status != "same"] if only_changed else cmp.endpoints
-    cols = [*CLAIMS, "faults", "completions"]
-    heads = [_SHORT[c] for c in CLAIMS] + ["faults", "completions\nnot processed"]
+    cols = [*(c.name for c in CLAIMS), "faults", "completions"]
+    heads = [c.short for c in CLAIMS] + ["faults", "completions\nnot processed"]
     width_in = [1.75] * len(CLAIMS) + [1.0, 1.4]
     label_in = 3.2
     fig_w = label_in + sum(width_in) + 0.3

@@ -16,8 +16,8 @@ import html
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
-from dumpkit.verdict import EndpointVerdict, Verdicts
-from dumpkit.verdict_render import CLAIMS, bottom_line, ordered
+from dumpkit.verdict import CLAIMS, EndpointVerdict, Verdicts
+from dumpkit.verdict.render import bottom_line, ordered
 
 __all__ = ["DASH", "Table", "CLAIM_QUESTIONS", "at_risk", "cell_text", "claim_table", "conclusion",
            "change_conclusion", "evidence_table", "facts_table", "faults_table", "iommu_tables", "modules_table",
@@ -25,8 +25,7 @@ __all__ = ["DASH", "Table", "CLAIM_QUESTIONS", "at_risk", "cell_text", "claim_ta
 
 DASH = "—"
 #: the question each claim answers, as a column header
-CLAIM_QUESTIONS = {"could_dma": "could DMA at the crash", "did_dma_after_crash": "DMA after the crash",
-                   "hit_capture_kernel": "in the capture kernel", "stopped_by_reset": "stopped by a reset"}
+CLAIM_QUESTIONS = {c.name: c.question for c in CLAIMS}
 
 # columns whose integers kernel engineers read in hex (addresses, registers, ranges)
 HEX_WORDS = ("address", "addr", "phys", "base", "root", "page_table", "reserved", "segments", "elfcorehdr",
@@ -301,7 +300,7 @@ def claim_table(v: Verdicts) -> Table:
     in words, faults and completions left in its rings."""
     rows = []
     for e in ordered(v):
-        rows.append([e.bdf, e.name, e.driver or DASH, _ids(e), *(getattr(e, c).word for c in CLAIMS),
+        rows.append([e.bdf, e.name, e.driver or DASH, _ids(e), *(c.of(e).word for c in CLAIMS),
                      str(e.faults), cell_text(e.post_crash_completions), e.summary])
     return Table(["device", "name", "driver", "ids", *CLAIM_QUESTIONS.values(), "faults",
                   "completions not processed", "verdict"], rows)
@@ -312,8 +311,8 @@ def evidence_table(v: Verdicts) -> Table:
     rows = []
     for e in ordered(v):
         for c in CLAIMS:
-            claim = getattr(e, c)
-            rows.append([e.bdf if c == CLAIMS[0] else "", CLAIM_QUESTIONS[c], claim.word,
+            claim = c.of(e)
+            rows.append([e.bdf if c == CLAIMS[0] else "", c.question, claim.word,
                          "; ".join(claim.evidence) or DASH])
     return Table(["device", "claim", "word", "evidence"], rows)
 
@@ -389,7 +388,7 @@ def iommu_tables(state) -> list[Table]:
 def change_conclusion(before: Verdicts, after: Verdicts, names: tuple[str, str] = ("before", "after")) -> Html:
     """The before/after report's first block: each side's bottom line, then one sentence
     per endpoint whose claims changed (its device, driver and each claim before → after)."""
-    from dumpkit.verdict_render import DumpSide, compare_verdicts
+    from dumpkit.verdict.compare import DumpSide, compare_verdicts
 
     cmp = compare_verdicts(DumpSide(names[0], names[0], before), DumpSide(names[1], names[1], after))
     out = [_CSS, "<div class='dk-conclusion'>"]

@@ -149,7 +149,7 @@ def test_verdict_picture_names_the_iommu_vendor(case):
 
     matplotlib.use("Agg")
     from dumpkit.verdict import judge
-    from dumpkit.verdict_render import plot_verdict_tree
+    from dumpkit.verdict.render import plot_verdict_tree
 
     dump, _truth, _state = case
     ax = plot_verdict_tree(dump.pci(), judge(dump, []), title="t")

@@ -11,7 +11,7 @@ import pytest
 from conftest import CACHE, FIRST_KERNEL_DUMPS, SAMPLES
 
 import dumpkit
-from dumpkit.claim_words import WORDS
+from dumpkit.verdict.words import WORDS
 from dumpkit.kdump.capture import find_capture_logs
 from dumpkit.verdict import judge
 

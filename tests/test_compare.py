@@ -13,10 +13,10 @@ import pytest
 from conftest import SAMPLES, ground_truth_pci
 
 import dumpkit
-from dumpkit import claim_words
-from dumpkit.verdict import judge
-from dumpkit.verdict_render import (CLAIMS, COMPARE_WIDTH, DumpSide, claim_word, compare_json, compare_text,
-                                    compare_verdicts)
+from dumpkit.verdict import claim_word, judge
+from dumpkit.verdict import words as claim_words
+from dumpkit.verdict.claims import NAMES as CLAIMS
+from dumpkit.verdict.compare import COMPARE_WIDTH, DumpSide, compare_json, compare_text, compare_verdicts
 
 BEFORE, AFTER = "copied-traffic", "patched-copied"
 WORDS = set(claim_words.WORDS)

@@ -21,7 +21,7 @@ import dumpkit  # noqa: E402
 from dumpkit.palette import RESET_RING, luminance, series_style, style_bars, verdict_style  # noqa: E402
 from dumpkit.pci.render import ROW_IN, plot_tree  # noqa: E402
 from dumpkit.verdict import judge  # noqa: E402
-from dumpkit.verdict_render import plot_verdict_tree  # noqa: E402
+from dumpkit.verdict.render import plot_verdict_tree  # noqa: E402
 
 MARGIN = 40     # grey levels (0-255) between any two classes
 

@@ -15,9 +15,11 @@ import pytest
 from conftest import SAMPLES, ground_truth_pci
 
 import dumpkit
-from dumpkit.claim_words import LEGEND, WORDS
 from dumpkit.verdict import judge
-from dumpkit.verdict_render import CLAIMS, HEADERS, bottom_line, endpoint_rank, verdict_text
+from dumpkit.verdict.claims import HEADERS, LEGEND
+from dumpkit.verdict.claims import NAMES as CLAIMS
+from dumpkit.verdict.render import bottom_line, endpoint_rank, verdict_text
+from dumpkit.verdict.words import WORDS
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 BDF = re.compile(r"^([0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]) ")

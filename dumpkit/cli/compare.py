@@ -29,24 +29,24 @@ class CompareRecords(Records):
     comparison: object
 
     def text(self) -> str:
-        from dumpkit.verdict_render import compare_text
+        from dumpkit.verdict.compare import compare_text
 
         return compare_text(self.comparison)
 
     def data(self) -> dict:
-        from dumpkit.verdict_render import compare_json
+        from dumpkit.verdict.compare import compare_json
 
         return compare_json(self.comparison)
 
     def frame(self):
-        from dumpkit.verdict_render import compare_frame
+        from dumpkit.verdict.compare import compare_frame
 
         return compare_frame(self.comparison)
 
 
 def judge_side(role: str, source: str, args, stage):
     """Open and judge one side of a comparison (capture logs found beside the dump)."""
-    from dumpkit.verdict_render import DumpSide
+    from dumpkit.verdict.compare import DumpSide
 
     with kernel_data(source):
         dump, verdicts = judge_dump(source, args, None, None, stage)
@@ -55,7 +55,7 @@ def judge_side(role: str, source: str, args, stage):
 
 
 def run(args) -> int:
-    from dumpkit.verdict_render import compare_verdicts
+    from dumpkit.verdict.compare import compare_verdicts
 
     check_dump(args.before)
     check_dump(args.after)

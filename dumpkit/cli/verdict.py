@@ -44,17 +44,17 @@ class VerdictRecords(Records):
     dump: object
 
     def text(self) -> str:
-        from dumpkit.verdict_render import verdict_text
+        from dumpkit.verdict.render import verdict_text
 
         return verdict_text(self.verdicts)
 
     def data(self) -> dict:
-        from dumpkit.verdict_render import verdict_json
+        from dumpkit.verdict.render import verdict_json
 
         return verdict_json(self.verdicts, self.dump.sha256())
 
     def frame(self):
-        from dumpkit.verdict_render import verdict_frame
+        from dumpkit.verdict.render import verdict_frame
 
         return verdict_frame(self.verdicts)
 

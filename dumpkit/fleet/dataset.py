@@ -18,27 +18,33 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dumpkit.verdict.claims import CLAIMS
+
 __all__ = ["DUMPS_SCHEMA", "ENDPOINTS_SCHEMA", "Dataset", "fleet_views", "load_dataset"]
 
 S, INT, B, F = pa.string(), pa.int64(), pa.bool_(), pa.float64()
+
+
+def _claim_fields(c) -> list[tuple[str, pa.DataType]]:
+    """A claim's columns in the endpoints table: its value, whether it applies (where its
+    spec keeps that), its evidence and its sources."""
+    applicable = [(c.name + "_applicable", B)] if c.fleet_applicable else []
+    return [(c.name, B), *applicable, (c.name + "_evidence", S), (c.name + "_sources", S)]
+
+
 DUMPS_SCHEMA = pa.schema([
     ("dump_sha256", S), ("dumpkit_version", S), ("path", S), ("directory", S), ("size", INT), ("mtime_ns", INT),
     ("status", S), ("reason", S), ("kind", S), ("kernel_release", S), ("build_id", S), ("debug_file", S),
     ("crash_time", S), ("panic", S), ("capture_kernel", B),
-    ("endpoints", INT), ("could_dma", INT), ("dma_after_crash", INT), ("hit_capture_kernel", INT),
-    ("stopped_by_reset", INT), ("faults", INT), ("post_crash_completions", INT), ("ports_reset", INT),
-    ("dma_after_crash_devices", S), ("could_dma_unknown", INT), ("dma_after_crash_unknown", INT),
-    ("hit_capture_kernel_unknown", INT), ("stopped_by_reset_unknown", INT), ("assigned_devices", S), ("unreadable", S), ("capture_log", S), ("capture_log_match", S), ("warnings", S),
+    ("endpoints", INT), *((c.column, INT) for c in CLAIMS), ("faults", INT), ("post_crash_completions", INT),
+    ("ports_reset", INT), ("dma_after_crash_devices", S), *((c.unknown_column, INT) for c in CLAIMS),
+    ("assigned_devices", S), ("unreadable", S), ("capture_log", S), ("capture_log_match", S), ("warnings", S),
     ("iommu", S), ("worker", S), ("seconds", F), ("analysed_at", S),
 ])
 ENDPOINTS_SCHEMA = pa.schema([
     ("dump_sha256", S), ("dumpkit_version", S), ("path", S), ("kernel_release", S),
     ("bdf", S), ("vendor_device", S), ("name", S), ("driver", S),
-    ("could_dma", B), ("could_dma_evidence", S), ("could_dma_sources", S),
-    ("did_dma_after_crash", B), ("did_dma_after_crash_evidence", S), ("did_dma_after_crash_sources", S),
-    ("hit_capture_kernel", B), ("hit_capture_kernel_evidence", S), ("hit_capture_kernel_sources", S),
-    ("stopped_by_reset", B), ("stopped_by_reset_applicable", B), ("stopped_by_reset_evidence", S),
-    ("stopped_by_reset_sources", S),
+    *(f for c in CLAIMS for f in _claim_fields(c)),
     ("post_crash_completions", INT), ("faults", INT), ("decoder", S), ("reset_ports", S), ("summary", S),
     ("dma_owner", S),
 ])
@@ -181,7 +187,7 @@ def fleet_views(dumps, endpoints) -> dict:
     crashes = dumps[(dumps["kind"] == "crash") & (dumps["status"] == "ok")]
     eps = endpoints[endpoints["dump_sha256"].isin(crashes["dump_sha256"])].copy()
     eps["driver"] = eps["driver"].fillna("(none)")
-    claims = ["could_dma", "did_dma_after_crash", "hit_capture_kernel", "stopped_by_reset"]
+    claims = [c.name for c in CLAIMS]
     for c in claims:
         eps[c + "_yes"] = eps[c].eq(True).fillna(False).astype(bool)
         eps[c + "_unknown"] = eps[c].isna()

@@ -10,15 +10,14 @@ from pathlib import Path
 
 from dumpkit.files import file_sha256
 from dumpkit.triage.rows import analyse, not_a_dump_row
+from dumpkit.verdict.claims import CLAIMS
 
 __all__ = ["analyse_for_fleet", "endpoint_rows"]
 
 
-def _claim(c) -> tuple[bool | None, str]:
-    return c.value, "; ".join(c.evidence)
-
-
 def endpoint_rows(verdicts) -> list[dict]:
+    """One dataset row per endpoint: its facts, and per claim its value, evidence and
+    sources (and whether it applies, for the claims whose spec keeps that)."""
     out = []
     for e in verdicts.endpoints:
         row = {"bdf": e.bdf, "name": e.name, "driver": e.driver,
@@ -26,10 +25,13 @@ def endpoint_rows(verdicts) -> list[dict]:
                else None,
                "post_crash_completions": e.post_crash_completions, "faults": e.faults, "decoder": e.decoder,
                "reset_ports": ",".join(e.reset_ports) or None, "summary": e.summary,
-               "stopped_by_reset_applicable": e.stopped_by_reset.applicable, "dma_owner": e.dma_owner}
-        for name in ("could_dma", "did_dma_after_crash", "hit_capture_kernel", "stopped_by_reset"):
-            row[name], row[name + "_evidence"] = _claim(getattr(e, name))
-            row[name + "_sources"] = "; ".join(getattr(e, name).sources) or None
+               "dma_owner": e.dma_owner}
+        for spec in CLAIMS:
+            c = spec.of(e)
+            row[spec.name], row[spec.name + "_evidence"] = c.value, "; ".join(c.evidence)
+            row[spec.name + "_sources"] = "; ".join(c.sources) or None
+            if spec.fleet_applicable:
+                row[spec.name + "_applicable"] = c.applicable
         out.append(row)
     return out
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from dumpkit.verdict.claims import CLAIMS
 
 __all__ = ["COLUMNS", "DUMP_MAGICS", "FORMATS", "KIND_CAPTURE", "KIND_CRASH", "KIND_NOT_A_DUMP", "analyse", "find_dumps", "not_a_dump_row", "triage_one", "verdict_counts"]
 
@@ -27,10 +28,9 @@ KIND_NOT_A_DUMP = "not a dump"
 
 # claim counts are endpoints with "yes"; *_unknown counts those the dump cannot tell
 COLUMNS = ["path", "kind", "status", "error", "kernel_release", "build_id", "crash_time", "panic",
-           "capture_kernel", "crash_dump", "capture_log", "endpoints", "could_dma", "dma_after_crash",
-           "hit_capture_kernel", "stopped_by_reset", "faults", "post_crash_completions", "ports_reset",
-           "dma_after_crash_devices", "could_dma_unknown", "dma_after_crash_unknown", "hit_capture_kernel_unknown",
-           "stopped_by_reset_unknown", "assigned_devices", "unreadable", "seconds"]
+           "capture_kernel", "crash_dump", "capture_log", "endpoints", *(c.column for c in CLAIMS),
+           "faults", "post_crash_completions", "ports_reset", "dma_after_crash_devices",
+           *(c.unknown_column for c in CLAIMS), "assigned_devices", "unreadable", "seconds"]
 
 
 FORMATS = ("csv", "json", "jsonl", "parquet")
@@ -134,11 +134,10 @@ def verdict_counts(v) -> dict:
            "dma_after_crash_devices": ",".join(f"{e.bdf}[{e.driver}]" for e in eps if e.did_dma_after_crash.value),
            # functions a VM or userspace driver owned through VFIO: no kernel driver knew their DMA
            "assigned_devices": ",".join(f"{e.bdf}[{e.dma_owner}]" for e in eps if e.dma_owner) or None}
-    for column, claim in (("could_dma", "could_dma"), ("dma_after_crash", "did_dma_after_crash"),
-                          ("hit_capture_kernel", "hit_capture_kernel"), ("stopped_by_reset", "stopped_by_reset")):
-        claims = [getattr(e, claim) for e in eps]
-        row[column] = sum(1 for c in claims if c.value)
-        row[column + "_unknown"] = sum(1 for c in claims if c.value is None and c.applicable)
+    for spec in CLAIMS:
+        claims = [spec.of(e) for e in eps]
+        row[spec.column] = sum(1 for c in claims if c.value)
+        row[spec.unknown_column] = sum(1 for c in claims if c.value is None and c.applicable)
     lost = any(e.unreadable or e.ring_status == "error" or (e.decoder and e.did_dma_after_crash.value is None)
                for e in eps)
     row["post_crash_completions"] = None if lost else sum(e.post_crash_completions or 0 for e in eps)

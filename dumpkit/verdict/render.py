@@ -1,33 +1,22 @@
-"""Render verdicts: text, DataFrame, the tree picture coloured by verdict, comparisons.
-
-A comparison of two dumps is collected once into :class:`Comparison` (per endpoint, the
-four claims' words on both sides) by :func:`compare_verdicts` and rendered by
-:func:`compare_text` (a table of at most :data:`COMPARE_WIDTH` columns),
-:func:`compare_frame` (CSV) or :func:`compare_json`, which all carry the four claims.
+"""Render verdicts: text, DataFrame (CSV), JSON, the tree picture coloured by verdict.
+Every claim column, header, legend line and key comes from
+:data:`dumpkit.verdict.claims.CLAIMS`, in its order; comparisons of two dumps are
+:mod:`dumpkit.verdict.compare`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from dumpkit.claim_words import HEADERS, LEGEND, OBSERVED, word_class
 from dumpkit.palette import BRIDGE, NOT_JUDGED, VERDICT_STYLES, Style, verdict_style
 from dumpkit.units import iec
-from dumpkit.verdict import EndpointVerdict, Verdicts
+from dumpkit.verdict.claims import CLAIMS
+from dumpkit.verdict.model import EndpointVerdict, Verdicts
+from dumpkit.verdict.words import OBSERVED, word_class
 
-__all__ = ["CLAIMS", "COMPARE_WIDTH", "ClaimChange", "Comparison", "DumpSide", "EndpointComparison", "VERDICT_COLOURS", "verdict_styles",
-           "claim_word", "compare_frame", "compare_json", "compare_text", "compare_verdicts", "plot_verdict_tree",
-           "verdict_frame", "verdict_json", "verdict_table", "verdict_text"]
+__all__ = ["VERDICT_COLOURS", "bottom_line", "cut", "endpoint_rank", "endpoint_ids", "legend_lines", "ordered",
+           "plot_verdict_tree", "terminal_width", "use_colour", "verdict_frame", "verdict_json", "verdict_styles",
+           "verdict_table", "verdict_text"]
 
 VERDICT_COLOURS = {k: v.face for k, v in VERDICT_STYLES.items()}   # the shared palette's fills
-CLAIMS = ("could_dma", "did_dma_after_crash", "hit_capture_kernel", "stopped_by_reset")
-
-
-def claim_word(c) -> str:
-    """The claim as one short word: yes, no, unknown, or n/a when it does not apply (the
-    plain word of the JSON and the comparison data; :attr:`Claim.word` is the top-line word
-    of the text)."""
-    return "n/a" if not c.applicable else {True: "yes", False: "no", None: "unknown"}[c.value]
 
 
 # --- the verdict as text ----------------------------------------------------------------------
@@ -35,7 +24,7 @@ def claim_word(c) -> str:
 DEFAULT_WIDTH = 100          # when the output is no terminal and COLUMNS is not set
 MIN_NAME = 12
 ELLIPSIS = "…"
-# ANSI colours by word class (dumpkit.claim_words.word_class); bold for rows that matter
+# ANSI colours by word class (dumpkit.verdict.words.word_class); bold for rows that matter
 COLOURS = {"bad": "\033[31m", "unknown": "\033[33m", "quiet": "\033[32m", "none": "\033[2m"}
 BOLD, RESET = "\033[1m", "\033[0m"
 # the order endpoints are listed in: DMA after the crash or faults, then unknown, then quiet
@@ -76,7 +65,7 @@ def endpoint_rank(e: EndpointVerdict) -> int:
         return 0
     if e.did_dma_after_crash.value is True:
         return 1
-    if any(getattr(e, c).value is None and getattr(e, c).applicable for c in CLAIMS):
+    if any(c.of(e).value is None and c.of(e).applicable for c in CLAIMS):
         return 2
     return 3
 
@@ -90,7 +79,8 @@ def _paint(text: str, word: str, colour: bool) -> str:
     return f"{COLOURS[word_class(word)]}{text}{RESET}" if colour else text
 
 
-def _ids(e: EndpointVerdict) -> str | None:
+def endpoint_ids(e: EndpointVerdict) -> str | None:
+    """vendor:device in hex, None where either is unknown."""
     return f"{e.vendor:04x}:{e.device:04x}" if e.vendor is not None and e.device is not None else None
 
 
@@ -99,18 +89,18 @@ def verdict_table(v: Verdicts, width: int | None = None, colour: bool = False) -
     an ellipsis to fit ``width``), the four claims' top-line words."""
     width = width or terminal_width()
     eps = ordered(v)
-    words = [[getattr(e, c).word for c in CLAIMS] for e in eps]
-    cols = [max([len(HEADERS[c])] + [len(w[i]) for w in words]) + 2 for i, c in enumerate(CLAIMS)]
+    words = [[c.of(e).word for c in CLAIMS] for e in eps]
+    cols = [max([len(c.header)] + [len(w[i]) for w in words]) + 2 for i, c in enumerate(CLAIMS)]
     driver_w = min(12, max([len("driver")] + [len(e.driver or "-") for e in eps])) + 2
     fixed = 14 + driver_w + sum(cols) - 2 + 1          # the last column unpadded; a space after the name
     ids_w = 11 if width - fixed - 11 >= MIN_NAME else 0  # ids go first when the terminal is narrow
     name_w = max(MIN_NAME, min(max([4] + [len(e.name) for e in eps]), width - fixed - ids_w))
     head = f"{'device':14}{'ids':{ids_w}}"[:14 + ids_w] + f"{'name':{name_w + 1}}{'driver':{driver_w}}" + "".join(
-        f"{HEADERS[c]:{w}}" for c, w in zip(CLAIMS, cols, strict=True))
+        f"{c.header:{w}}" for c, w in zip(CLAIMS, cols, strict=True))
     lines = [(f"{BOLD}{head.rstrip()}{RESET}" if colour else head.rstrip())]
     for e, row in zip(eps, words, strict=True):
         cells = "".join(_paint(w, w, colour) + " " * (cw - len(w)) for w, cw in zip(row, cols, strict=True))
-        ids = f"{_ids(e) or '?':{ids_w}}" if ids_w else ""
+        ids = f"{endpoint_ids(e) or '?':{ids_w}}" if ids_w else ""
         lead = (f"{e.bdf:14}{ids}{cut(e.name, name_w):{name_w + 1}}"
                 f"{cut(e.driver or '-', driver_w - 2):{driver_w}}")
         if colour and endpoint_rank(e) < 2:
@@ -126,10 +116,9 @@ def legend_lines(width: int, endpoints: list[EndpointVerdict] | None = None) -> 
 
     out = ["Legend:"]
     for claim in CLAIMS:
-        title, words = LEGEND[claim]
-        used = {getattr(e, claim).word for e in endpoints} if endpoints is not None else None
-        shown = [(w, m) for w, m in words if used is None or w in used]
-        out += textwrap.wrap(f"{HEADERS[claim]}: {title}" + "".join(f"; {w} = {m}" for w, m in shown), width,
+        used = {claim.of(e).word for e in endpoints} if endpoints is not None else None
+        shown = [(w, m) for w, m in claim.words if used is None or w in used]
+        out += textwrap.wrap(f"{claim.header}: {claim.means}" + "".join(f"; {w} = {m}" for w, m in shown), width,
                              initial_indent="  ", subsequent_indent="      ", break_on_hyphens=False)
     out += textwrap.wrap("observed: a record of the thing itself (a logged fault, the kernel's state, a reset line); "
                          "inferred: it follows from other records (completions never processed)", width,
@@ -241,9 +230,8 @@ def verdict_text(v: Verdicts, width: int | None = None, colour: bool | None = No
         lines += [f"{BOLD}{x}{RESET}" for x in head] if colour else head
         if e.says:
             lines += wrap(f"    => {e.says}", "       ")
-        for claim, label in zip(CLAIMS, ("could DMA at the crash:", "DMA after the crash:", "in the capture kernel:",
-                                         "stopped by reset:"), strict=True):
-            lines += _claim_lines(label, getattr(e, claim), width, colour)
+        for claim in CLAIMS:
+            lines += _claim_lines(f"{claim.label}:", claim.of(e), width, colour)
         if e.dma_owner:
             lines += wrap(f"    {'DMA owned by:':24}{e.dma_owner}", " " * 28)
         if e.decoder:
@@ -260,12 +248,12 @@ def verdict_text(v: Verdicts, width: int | None = None, colour: bool | None = No
 def _row(e: EndpointVerdict) -> dict:
     """An endpoint as a flat row: per claim its value (True/False/None), whether it applies,
     its evidence, and beside them its top-line word, basis (observed/inferred) and phrase."""
-    row = {"bdf": e.bdf, "name": e.name, "driver": e.driver, "ids": _ids(e),
+    row = {"bdf": e.bdf, "name": e.name, "driver": e.driver, "ids": endpoint_ids(e),
            "verdict": e.summary, "says": e.says, "post_crash_completions": e.post_crash_completions,
            "faults": e.faults, "reset_ports": ",".join(e.reset_ports), "landed_pages": len(e.landed_pages),
            "decoder": e.decoder, "dma_owner": e.dma_owner, "rank": RANKS[endpoint_rank(e)]}
-    for claim in CLAIMS:
-        c = getattr(e, claim)
+    for spec in CLAIMS:
+        c, claim = spec.of(e), spec.name
         row[claim] = c.value
         row[f"{claim}_applicable"] = c.applicable
         row[f"{claim}_evidence"] = "; ".join(c.evidence)
@@ -295,7 +283,7 @@ def _json_endpoint(e: EndpointVerdict) -> dict:
             "device_hex": _hex(e.device), "landed_pages": e.landed_pages,
             "landed_pages_hex": [f"{p:#x}" for p in e.landed_pages], "rings": [dict(r) for r in e.rings],
             "unreadable": getattr(e, "unreadable", None),
-            **{f"{claim}_sources": list(getattr(e, claim).sources) for claim in CLAIMS}}
+            **{f"{c.name}_sources": list(c.of(e).sources) for c in CLAIMS}}
 
 
 def verdict_json(v: Verdicts, sha256: str | None = None) -> dict:
@@ -307,7 +295,7 @@ def verdict_json(v: Verdicts, sha256: str | None = None) -> dict:
             **{k: getattr(v, k) for k in ("iommu", "capture_logs", "capture_checks", "capture_matches", "capture_dump",
                                           "ports_reset", "ports_not_reset", "warnings", "errors", "own_logs")},
             "bottom_line": bottom_line(v),
-            "legend": {c: {"header": HEADERS[c], "means": LEGEND[c][0], "words": dict(LEGEND[c][1])} for c in CLAIMS}}
+            "legend": {c.name: {"header": c.header, "means": c.means, "words": dict(c.words)} for c in CLAIMS}}
 
 
 def verdict_styles(tree, verdicts: Verdicts) -> dict[str, Style]:
@@ -335,226 +323,3 @@ def plot_verdict_tree(tree, verdicts: Verdicts, ax=None, title: str | None = Non
         legend.append(NOT_JUDGED)
     return plot_tree(tree, ax=ax, title=f"{title} ({iommu})" if title else iommu, style=lambda d: styles[d.bdf],
                      rings=verdicts.ports_reset, bold=lambda d: d.bdf in did, legend=legend)
-
-
-# --- comparison of two dumps ------------------------------------------------------------------
-
-COMPARE_WIDTH = 120
-# short column headers, spelled out once under the table (the verdict table's)
-CLAIM_HEADERS = HEADERS
-ABSENT = "absent"
-
-
-@dataclass
-class DumpSide:
-    """One side of a comparison: the dump, what it was judged with, and its verdicts."""
-
-    role: str
-    source: str
-    verdicts: Verdicts
-    kernel_release: str | None = None
-    build_id: str | None = None
-    debuginfo: list[str] = field(default_factory=list)
-
-    def inputs(self) -> dict:
-        """Every input this side's verdicts were judged from."""
-        v = self.verdicts
-        return {"dump": self.source, "kernel_release": self.kernel_release, "build_id": self.build_id,
-                "debuginfo": list(self.debuginfo), "capture_logs": list(v.capture_logs),
-                "capture_checks": dict(v.capture_checks), "capture_dump": v.capture_dump}
-
-
-@dataclass
-class ClaimChange:
-    """A value before and after: a claim's word, the verdict, a count (None: not known),
-    ``absent`` where the endpoint is not in that dump."""
-
-    before: str | int | None
-    after: str | int | None
-
-    @property
-    def changed(self) -> bool:
-        return self.before != self.after
-
-    def text(self) -> str:
-        b, a = ("-" if x is None else str(x) for x in (self.before, self.after))
-        return b if not self.changed else f"{b} -> {a}"
-
-
-@dataclass
-class EndpointComparison:
-    """One endpoint on both sides; ``status`` is same, changed (a claim or the verdict),
-    only before or only after."""
-
-    bdf: str
-    name: str
-    driver: str | None
-    ids: str | None
-    claims: dict[str, ClaimChange]
-    verdict: ClaimChange
-    completions: ClaimChange
-    faults: ClaimChange
-    reset_ports: ClaimChange
-    # each claim's top-line word (Claim.word: faulted, yes, inferred, no evidence, ...) on both sides
-    words: dict[str, ClaimChange] = field(default_factory=dict)
-
-    @property
-    def status(self) -> str:
-        if self.verdict.before == ABSENT:
-            return "only after"
-        if self.verdict.after == ABSENT:
-            return "only before"
-        # counts differ between any two runs; a change is a claim or the verdict
-        return "changed" if any(c.changed for c in (*self.claims.values(), *self.words.values(),
-                                                      self.verdict)) else "same"
-
-    def changes(self) -> dict[str, ClaimChange]:
-        """The fields whose value differs between the sides (counts and reset ports too)."""
-        fields = {**self.claims, "verdict": self.verdict, "post_crash_completions": self.completions,
-                  "faults": self.faults, "reset_ports": self.reset_ports}
-        return {k: c for k, c in fields.items() if c.changed}
-
-
-@dataclass
-class Comparison:
-    """Two dumps' verdicts, endpoint by endpoint (matched by BDF, in BDF order)."""
-
-    before: DumpSide
-    after: DumpSide
-    endpoints: list[EndpointComparison]
-
-    @property
-    def changed(self) -> list[EndpointComparison]:
-        return [e for e in self.endpoints if e.status != "same"]
-
-
-def _side_values(e: EndpointVerdict | None) -> dict[str, str | int | None]:
-    if e is None:
-        return {k: ABSENT for k in (*CLAIMS, *(f"{c}_word" for c in CLAIMS), "verdict", "completions", "faults",
-                                    "reset_ports")}
-    return {**{c: claim_word(getattr(e, c)) for c in CLAIMS}, **{f"{c}_word": getattr(e, c).word for c in CLAIMS},
-            "verdict": e.summary,
-            "completions": e.post_crash_completions, "faults": e.faults,
-            "reset_ports": ",".join(e.reset_ports) or None}
-
-
-def compare_verdicts(before: DumpSide, after: DumpSide) -> Comparison:
-    """Match the endpoints of both sides by BDF and collect each claim's word on both."""
-    b = {e.bdf: e for e in before.verdicts.endpoints}
-    a = {e.bdf: e for e in after.verdicts.endpoints}
-    rows = []
-    for bdf in sorted(b.keys() | a.keys()):
-        eb, ea = b.get(bdf), a.get(bdf)
-        vb, va = _side_values(eb), _side_values(ea)
-        either = eb or ea
-        rows.append(EndpointComparison(
-            bdf=bdf, name=either.name, driver=(eb and eb.driver) or (ea and ea.driver), ids=_ids(either),
-            claims={c: ClaimChange(vb[c], va[c]) for c in CLAIMS}, verdict=ClaimChange(vb["verdict"], va["verdict"]),
-            completions=ClaimChange(vb["completions"], va["completions"]),
-            faults=ClaimChange(vb["faults"], va["faults"]),
-            reset_ports=ClaimChange(vb["reset_ports"], va["reset_ports"]),
-            words={c: ClaimChange(vb[f"{c}_word"], va[f"{c}_word"]) for c in CLAIMS}))
-    return Comparison(before, after, rows)
-
-
-MARKS = {"same": " ", "changed": "*", "only before": "-", "only after": "+"}
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:width - 1] + "…"
-
-
-def _side_lines(side: DumpSide, width: int) -> list[str]:
-    """The side's dump and what it was judged with, wrapped to ``width`` columns."""
-    import textwrap
-
-    v = side.verdicts
-    logs = ", ".join(f"{p} ({v.capture_checks[p]})" if p in v.capture_checks else p
-                     for p in v.capture_logs) or "none"
-    items = [f"kernel {side.kernel_release or 'unknown'}; IOMMU {v.iommu or 'none in use'}",
-             f"ports reset: {', '.join(v.ports_reset) or 'none'}", f"capture log: {logs}",
-             *(f"warning: {w}" for w in v.warnings), *(f"!! {e}" for e in v.errors)]
-    lines = [f"{side.role}: {side.source}"]
-    for item in items:
-        lines += textwrap.wrap(item, width, initial_indent="  ", subsequent_indent="    ",
-                               break_on_hyphens=False) or [""]
-    return lines
-
-
-def compare_text(cmp: Comparison, width: int = COMPARE_WIDTH) -> str:
-    """Both dumps' inputs, then one line per endpoint (at most ``width`` columns): a mark
-    (``*`` changed, ``-`` only before, ``+`` only after), BDF, name, driver, the four
-    claims' top-line words as the verdict table gives them (``before -> after`` where they differ), post-crash
-    completions and faults; then each changed endpoint's verdict before and after."""
-    import textwrap
-
-    heads = [*CLAIM_HEADERS.values(), "completions", "faults"]
-    cells = [[*(e.words[c].text() for c in CLAIMS), e.completions.text(), e.faults.text()] for e in cmp.endpoints]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) + 2 for i, h in enumerate(heads)]
-    driver_w = max([len("driver")] + [len(e.driver or "-") for e in cmp.endpoints])
-    driver_w = min(driver_w, 12) + 2
-    fixed = 2 + 14 + driver_w + sum(widths)
-    name_w = max(12, min(32, width - fixed - 1, max([4] + [len(e.name) for e in cmp.endpoints])))
-    lines = _side_lines(cmp.before, width) + _side_lines(cmp.after, width) + [""]
-    header = f"  {'device':14}{'name':{name_w + 1}}{'driver':{driver_w}}" + "".join(
-        f"{h:{w}}" for h, w in zip(heads, widths, strict=True))
-    lines.append(header.rstrip())
-    for e, row in zip(cmp.endpoints, cells, strict=True):
-        line = (f"{MARKS[e.status]} {e.bdf:14}{_cut(e.name, name_w):{name_w + 1}}"
-                f"{_cut(e.driver or '-', driver_w - 2):{driver_w}}"
-                + "".join(f"{c:{w}}" for c, w in zip(row, widths, strict=True)))
-        lines.append(line.rstrip())
-    lines.append("")
-    lines += textwrap.wrap("; ".join(f"{HEADERS[c]}: {LEGEND[c][0]}" for c in CLAIMS) + " (words as in verdict's "
-                           "legend: faulted, wrote, yes, inferred, no evidence, ...)", width, break_on_hyphens=False)
-    lines.append("a -> b: before -> after; * changed, - only in before, + only in after")
-    changed = cmp.changed
-    lines.append(f"{len(changed)} of {len(cmp.endpoints)} endpoints changed" + (":" if changed else ""))
-    for e in changed:
-        lines.append(f"  {e.bdf}: {e.verdict.before} -> {e.verdict.after}")
-    return "\n".join(lines)
-
-
-def compare_frame(cmp: Comparison):
-    """The comparison as a table, one row per endpoint (by bdf): what :func:`compare_json`
-    gives per endpoint, flat: its status, then for each side the verdict, the counts, the
-    reset ports, and each of the four claims as its plain word (``could_dma_before``: yes,
-    no, unknown, n/a; ``absent`` where the endpoint is not in that dump) and its top-line
-    word (``could_dma_word_before``); and whether the verdict changed. Counts stay whole
-    numbers (the columns hold objects, so a missing count is empty, not NaN)."""
-    import pandas as pd
-
-    def side(e: EndpointComparison, role: str) -> dict:
-        pick = (lambda ch: ch.before) if role == "before" else (lambda ch: ch.after)
-        return {f"verdict_{role}": pick(e.verdict), f"faults_{role}": pick(e.faults),
-                f"post_crash_completions_{role}": pick(e.completions), f"reset_ports_{role}": pick(e.reset_ports),
-                **{f"{c}_{role}": pick(e.claims[c]) for c in CLAIMS},
-                **{f"{c}_word_{role}": pick(e.words[c]) for c in CLAIMS}}
-
-    rows = [{"bdf": e.bdf, "name": e.name, "driver": e.driver, "ids": e.ids, "status": e.status,
-             **side(e, "before"), **side(e, "after"), "verdict_changed": e.verdict.changed}
-            for e in cmp.endpoints]
-    return pd.DataFrame(rows, dtype=object).set_index("bdf")
-
-
-def compare_json(cmp: Comparison) -> dict:
-    """Both sides' inputs and verdicts (as :func:`verdict_json`), every endpoint's claims on
-    both sides, and the changes."""
-    def endpoint(e: EndpointComparison) -> dict:
-        return {"bdf": e.bdf, "name": e.name, "driver": e.driver, "ids": e.ids, "status": e.status,
-                "claims": {c: {"before": ch.before, "after": ch.after, "changed": ch.changed}
-                           for c, ch in e.claims.items()},
-                "words": {c: {"before": ch.before, "after": ch.after, "changed": ch.changed}
-                          for c, ch in e.words.items()},
-                "verdict": {"before": e.verdict.before, "after": e.verdict.after},
-                "post_crash_completions": {"before": e.completions.before, "after": e.completions.after},
-                "faults": {"before": e.faults.before, "after": e.faults.after},
-                "reset_ports": {"before": e.reset_ports.before, "after": e.reset_ports.after}}
-
-    return {"before": {"inputs": cmp.before.inputs(), "verdicts": verdict_json(cmp.before.verdicts)},
-            "after": {"inputs": cmp.after.inputs(), "verdicts": verdict_json(cmp.after.verdicts)},
-            "endpoints": [endpoint(e) for e in cmp.endpoints],
-            "changes": [{"bdf": e.bdf, "status": e.status,
-                         "fields": {k: {"before": c.before, "after": c.after} for k, c in e.changes().items()}}
-                        for e in cmp.changed],
-            "summary": {"endpoints": len(cmp.endpoints), "changed": len(cmp.changed)}}
