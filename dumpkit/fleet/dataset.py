@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dumpkit.triage.schema import FLEET, columns
 from dumpkit.verdict.claims import CLAIMS
 
 __all__ = ["DUMPS_SCHEMA", "ENDPOINTS_SCHEMA", "Dataset", "fleet_views", "load_dataset"]
@@ -32,15 +33,8 @@ def _claim_fields(c) -> list[tuple[str, pa.DataType]]:
     return [(c.name, B), *applicable, (c.name + "_evidence", S), (c.name + "_sources", S)]
 
 
-DUMPS_SCHEMA = pa.schema([
-    ("dump_sha256", S), ("dumpkit_version", S), ("path", S), ("directory", S), ("size", INT), ("mtime_ns", INT),
-    ("status", S), ("reason", S), ("kind", S), ("kernel_release", S), ("build_id", S), ("debug_file", S),
-    ("crash_time", S), ("panic", S), ("capture_kernel", B),
-    ("endpoints", INT), *((c.column, INT) for c in CLAIMS), ("faults", INT), ("post_crash_completions", INT),
-    ("ports_reset", INT), ("dma_after_crash_devices", S), *((c.unknown_column, INT) for c in CLAIMS),
-    ("assigned_devices", S), ("unreadable", S), ("capture_log", S), ("capture_log_match", S), ("warnings", S),
-    ("iommu", S), ("worker", S), ("seconds", F), ("analysed_at", S),
-])
+ARROW = {"string": S, "int": INT, "bool": B, "float": F}      # the row schema's types (dumpkit.triage.schema)
+DUMPS_SCHEMA = pa.schema([(c.name, ARROW[c.type]) for c in columns(FLEET)])
 ENDPOINTS_SCHEMA = pa.schema([
     ("dump_sha256", S), ("dumpkit_version", S), ("path", S), ("kernel_release", S),
     ("bdf", S), ("vendor_device", S), ("name", S), ("driver", S),

@@ -1,6 +1,5 @@
-"""One dump's triage row: what a file is (crash, capture-state dump, not a dump), the
-row schema (:data:`COLUMNS`, from which the CSV header and the fleet's Arrow schema are
-read) and the analysis that fills it."""
+"""One dump's triage row: what a file is (crash, capture-state dump, not a dump) and the
+analysis that fills it (its columns: :mod:`dumpkit.triage.schema`)."""
 
 from __future__ import annotations
 
@@ -10,6 +9,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from dumpkit.triage.schema import COLUMNS
 from dumpkit.verdict.claims import CLAIMS
 
 __all__ = ["COLUMNS", "DUMP_MAGICS", "FORMATS", "KIND_CAPTURE", "KIND_CRASH", "KIND_NOT_A_DUMP", "analyse", "find_dumps", "not_a_dump_row", "triage_one", "verdict_counts"]
@@ -24,13 +24,6 @@ KIND_CAPTURE = "capture-state dump"
 
 
 KIND_NOT_A_DUMP = "not a dump"
-
-
-# claim counts are endpoints with "yes"; *_unknown counts those the dump cannot tell
-COLUMNS = ["path", "kind", "status", "error", "kernel_release", "build_id", "crash_time", "panic",
-           "capture_kernel", "crash_dump", "capture_log", "endpoints", *(c.column for c in CLAIMS),
-           "faults", "post_crash_completions", "ports_reset", "dma_after_crash_devices",
-           *(c.unknown_column for c in CLAIMS), "assigned_devices", "unreadable", "seconds"]
 
 
 FORMATS = ("csv", "json", "jsonl", "parquet")
