@@ -63,7 +63,7 @@ class PeakRss:
 
 def bench_dask(paths, workers: int, index) -> dict:
     from dumpkit.fleet.engine import connect, run_on_cluster
-    from dumpkit.triage.fleetrow import analyse_for_fleet
+    from dumpkit.fleet.rows import analyse_for_fleet
 
     t0 = time.perf_counter()
     with connect(workers=workers) as client:

@@ -36,7 +36,7 @@ def _analyse(args, ds, out: Path, todo: list, shas: set, rows: list[dict], progr
     the dataset and its row kept in ``rows``; returns how many the dataset already had
     (by sha256)."""
     from dumpkit.fleet.engine import connect, run_on_cluster
-    from dumpkit.triage.fleetrow import analyse_for_fleet
+    from dumpkit.fleet.rows import analyse_for_fleet
 
     skipped = 0
     with connect(args.scheduler, args.scheduler_file, args.jobs, args.memory_limit) as client:

@@ -121,7 +121,8 @@ def terminate_as_interrupt():
 
 def _rows(args, paths, finished: list, progress: bool):
     """The rows of ``paths`` as they finish, on the fork or the dask engine."""
-    from dumpkit.triage import iter_triage, iter_triage_cluster
+    from dumpkit.fleet.rows import iter_triage_cluster
+    from dumpkit.triage import iter_triage
 
     if args.engine == "fork":
         return iter_triage(paths, jobs=args.jobs or 1, timeout=args.timeout, debuginfo=args.debuginfo,

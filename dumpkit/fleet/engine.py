@@ -114,7 +114,7 @@ def run_on_cluster(client, paths: Sequence[str | os.PathLike], analyse, *, index
 
     :param analyse: what a worker runs per dump: ``analyse(path, index, debuginfo,
         debuginfod, skip_shas, want_sha) -> {"row", "endpoints", "skipped"}`` (triage's
-        :func:`dumpkit.triage.fleetrow.analyse_for_fleet`); the engine only runs it
+        :func:`dumpkit.fleet.rows.analyse_for_fleet`); the engine only runs it
 
     A dump over ``timeout`` seconds (counted from the moment its task started on a worker)
     is cancelled, its worker restarted, and its row says "timed out". A dump whose worker

@@ -1,5 +1,5 @@
 """The fork engine (one forked process per dump, a time limit each) and the ordering of
-rows shared with the cluster engine of :mod:`dumpkit.fleet.engine`."""
+rows (:class:`RowOrder`) shared with triage on the cluster (:mod:`dumpkit.fleet.rows`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dumpkit.triage.rows import COLUMNS, KIND_CAPTURE, KIND_CRASH, _error_row, not_a_dump_row, triage_one
 
-__all__ = ["default_jobs", "iter_triage", "iter_triage_cluster", "triage"]
+__all__ = ["RowOrder", "default_jobs", "iter_triage", "triage"]
 
 def _worker(path: str, debuginfo, debuginfod: bool, conn) -> None:
     import signal
@@ -44,7 +44,7 @@ def _context():
     return ctx
 
 
-class _RowOrder:
+class RowOrder:
     """The finished rows of a batch and the order they go out in (both engines): input
     order, each as soon as it and every dump before it are done; a capture-state dump's
     row once every dump of its directory has finished, naming the crash(es) there in its
@@ -103,7 +103,7 @@ def iter_triage(paths: Sequence[str | os.PathLike], jobs: int = 1, timeout: floa
     :param timeout: seconds per dump; a dump over it is killed and gets an error row
     """
     ctx = _context()
-    order = _RowOrder(paths)
+    order = RowOrder(paths)
     paths = order.paths
     pending = list(range(len(paths)))
     running: dict = {}
@@ -151,38 +151,6 @@ def iter_triage(paths: Sequence[str | os.PathLike], jobs: int = 1, timeout: floa
             proc.kill()
             proc.join()
             conn.close()
-        order.hand_over(finished)
-
-
-def iter_triage_cluster(paths: Sequence[str | os.PathLike], timeout: float = 300,
-                        debuginfo: str | Sequence[str] | None = None, progress: bool = False,
-                        debuginfod: bool = False, finished: list | None = None, *, workers: int | None = None,
-                        scheduler: str | None = None, scheduler_file: str | None = None,
-                        memory_limit: int | None = None, index=None) -> Iterator[tuple[int, dict]]:
-    """:func:`iter_triage` on dask.distributed (:mod:`dumpkit.fleet.engine`): an embedded
-    LocalCluster of ``workers`` single-threaded processes, or the cluster at ``scheduler``
-    / ``scheduler_file``. Same rows, same order, same ``finished`` hand-over."""
-    from dumpkit.fleet.engine import DEFAULT_MEMORY_LIMIT, connect, run_on_cluster
-    from dumpkit.triage.fleetrow import analyse_for_fleet
-
-    order = _RowOrder(paths)
-    paths = order.paths
-    memory_limit = memory_limit or DEFAULT_MEMORY_LIMIT
-    try:
-        with connect(scheduler, scheduler_file, workers, memory_limit) as client:
-            results = run_on_cluster(client, paths, analyse_for_fleet, index=index, debuginfo=debuginfo,
-                                     debuginfod=debuginfod,
-                                     timeout=timeout, want_sha=False, progress=progress,
-                                     memory_limit=memory_limit if not (scheduler or scheduler_file) else None)
-            try:
-                for i, result in results:
-                    row = result["row"]
-                    row["path"] = str(paths[i])
-                    order.finish(i, row)
-                    yield from order.ready_rows()
-            finally:
-                results.close()
-    finally:
         order.hand_over(finished)
 
 

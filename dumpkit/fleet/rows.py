@@ -1,18 +1,25 @@
-"""One dump's rows for the fleet dataset (the dumps table's row and one endpoints row
-per endpoint), computed on whichever process the cluster engine runs it."""
+"""Triage on the cluster: one dump's rows for the fleet dataset (the dumps table's row and
+one endpoints row per endpoint, :func:`analyse_for_fleet`), computed on whichever process
+the cluster engine (:mod:`dumpkit.fleet.engine`) runs it, and triage's rows of many dumps
+from the cluster in the fork engine's order (:func:`iter_triage_cluster`)."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from dumpkit.errors import DumpkitError
 from dumpkit.files import file_sha256
+from dumpkit.fleet.debugindex import dump_identity
+from dumpkit.fleet.engine import DEFAULT_MEMORY_LIMIT, connect, run_on_cluster
+from dumpkit.target.corefile import NotADump, inspect_core_file
+from dumpkit.triage.local import RowOrder
 from dumpkit.triage.rows import analyse, not_a_dump_row
 from dumpkit.verdict.claims import CLAIMS
 
-__all__ = ["analyse_for_fleet", "endpoint_rows"]
+__all__ = ["analyse_for_fleet", "endpoint_rows", "iter_triage_cluster"]
 
 
 def endpoint_rows(verdicts) -> list[dict]:
@@ -45,10 +52,6 @@ def analyse_for_fleet(path: str, index=None, debuginfo: Sequence[str] | None = N
     with. Not in the index: ``debuginfo`` if given, else dumpkit's standard search. Never
     raises for a bad dump: the row says status "error" and why.
     """
-    from dumpkit.errors import DumpkitError
-    from dumpkit.fleet.debugindex import dump_identity
-    from dumpkit.target.corefile import NotADump, inspect_core_file
-
     start = time.monotonic()
     row: dict = {"path": str(path), "directory": str(Path(path).parent.resolve()), "status": "ok",
                  "worker": f"{os.uname().nodename}:{os.getpid()}"}
@@ -85,3 +88,32 @@ def analyse_for_fleet(path: str, index=None, debuginfo: Sequence[str] | None = N
     row["reason"] = row.get("error")
     row["seconds"] = round(time.monotonic() - start, 3)
     return {"row": row, "endpoints": endpoints, "skipped": False}
+
+
+def iter_triage_cluster(paths: Sequence[str | os.PathLike], timeout: float = 300,
+                        debuginfo: str | Sequence[str] | None = None, progress: bool = False,
+                        debuginfod: bool = False, finished: list | None = None, *, workers: int | None = None,
+                        scheduler: str | None = None, scheduler_file: str | None = None,
+                        memory_limit: int | None = None, index=None) -> Iterator[tuple[int, dict]]:
+    """:func:`dumpkit.triage.iter_triage` on dask.distributed (:mod:`dumpkit.fleet.engine`): an embedded
+    LocalCluster of ``workers`` single-threaded processes, or the cluster at ``scheduler``
+    / ``scheduler_file``. Same rows, same order, same ``finished`` hand-over."""
+    order = RowOrder(paths)
+    paths = order.paths
+    memory_limit = memory_limit or DEFAULT_MEMORY_LIMIT
+    try:
+        with connect(scheduler, scheduler_file, workers, memory_limit) as client:
+            results = run_on_cluster(client, paths, analyse_for_fleet, index=index, debuginfo=debuginfo,
+                                     debuginfod=debuginfod,
+                                     timeout=timeout, want_sha=False, progress=progress,
+                                     memory_limit=memory_limit if not (scheduler or scheduler_file) else None)
+            try:
+                for i, result in results:
+                    row = result["row"]
+                    row["path"] = str(paths[i])
+                    order.finish(i, row)
+                    yield from order.ready_rows()
+            finally:
+                results.close()
+    finally:
+        order.hand_over(finished)
