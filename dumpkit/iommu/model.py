@@ -43,6 +43,9 @@ class TranslationEntry:
     :param translation: "translated", "pass-through", "blocked" or "untranslated"
     :param read, write: what the entry itself allows before any page table (None: not applicable)
     :param copied: the entry was taken over from the previous kernel (kdump)
+    :param tables: the page-table format the hardware walks for it, in the vendor's words
+        ("legacy", "first-stage", "second-stage", "nested" for VT-d, "v1" for AMD-Vi);
+        None where no table is walked (pass-through, blocked) or it cannot be told
     :param raw: the entry's words as the hardware reads them
     :param sources: the kernel objects and tables this entry was read from ("dmar0 root
         table @phys 0x9cf000"), so a claim built on it can name what it read
@@ -59,6 +62,7 @@ class TranslationEntry:
     copied: bool | None = None
     device: str | None = None
     domain_type: str | None = None
+    tables: str | None = None
     raw: tuple[int, ...] = ()
     detail: dict = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)

@@ -113,8 +113,8 @@ def iommu_text(state: IommuState) -> str:
     else:
         lines = [_unit_line(u) for u in state.units]
     lines.append("")
-    lines.append(f"{'device':14}{'unit':8}{'translation':14}{'domain':>7}{'levels':>7}  {'type':9}{'copied':8}"
-                 f"{'pages':>7}{'writable':>11}")
+    lines.append(f"{'device':14}{'unit':8}{'translation':14}{'tables':14}{'domain':>7}{'levels':>7}  {'type':9}"
+                 f"{'copied':8}{'pages':>7}{'writable':>11}")
     maps = {m.device: m for m in state.mappings}
     for e in state.entries:
         m = maps.get(e.bdf)
@@ -127,7 +127,8 @@ def iommu_text(state: IommuState) -> str:
         wr = f"{least}{wr}" if wr is not None else "-"
         note = e.detail.get("reason") or (f"page tables partly unreadable: {m.errors[0]}"
                                           if m is not None and m.errors else "")
-        lines.append(f"{e.bdf:14}{e.unit:8}{e.translation:14}{e.domain_id if e.domain_id is not None else '-':>7}"
+        lines.append(f"{e.bdf:14}{e.unit:8}{e.translation:14}{e.tables or '-':14}"
+                     f"{e.domain_id if e.domain_id is not None else '-':>7}"
                      f"{e.levels or '-':>7}  {e.domain_type or '-':9}{copied:8}{pages:>7}{wr:>11}"
                      + (f"  {note}" if note else ""))
     if state.events:

@@ -115,6 +115,8 @@ def _entry(u: AmdUnit, devid: int, words: tuple[int, int, int, int]) -> Translat
         page_table=f["page_table"] if translation == "translated" else None,
         levels=f["mode"] if translation == "translated" else None,
         read=f["read"], write=f["write"], copied=u.unit.copied_tables, raw=words, detail=f,
+        # the host (v1) table of the mode field; guest (v2, GCR3) tables are not walked here
+        tables="v1" if translation == "translated" else None,
         sources=[dte_source(u, devid)])
     if translation == "reserved":
         e.errors.append(f"device table entry mode 7 (reserved) for {e.bdf}")

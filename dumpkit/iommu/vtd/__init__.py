@@ -23,6 +23,10 @@ READ_ERRORS = (drgn.FaultError, LookupError, AttributeError, ValueError)
 NEUTRAL = {"untranslated": "translated", "all (ATS)": "translated", "second-level": "translated",
            "first-level": "translated", "nested": "translated", "pass-through": "pass-through",
            "reserved": "reserved", "unreadable": "unknown"}
+# the page tables each translation type walks (VT-d 3.x: "first-/second-stage" for the
+# spec's older "first-/second-level"; legacy context entries walk second-stage-format tables)
+TABLES = {"untranslated": "legacy", "all (ATS)": "legacy", "first-level": "first-stage",
+          "second-level": "second-stage", "nested": "nested"}
 
 
 def present(prog: drgn.Program) -> bool:
@@ -92,7 +96,7 @@ def _entry(e, roots: dict[str, int | None]) -> TranslationEntry:
     return TranslationEntry(
         bdf=e.bdf, unit=e.unit, translation=neutral, domain_id=e.domain_id, page_table=e.page_table,
         levels=levels, copied=e.copied, device=e.device, domain_type=e.domain_type,
-        raw=(*e.root, *e.context, *(e.pasid_entry or ())),
+        tables=TABLES.get(e.translation), raw=(*e.root, *e.context, *(e.pasid_entry or ())),
         detail={"vtd_translation": e.translation, "scalable_mode": e.scalable_mode, "pasid": e.pasid,
                 "kernel_domain_id": e.kernel_domain_id},
         errors=list(e.errors), sources=_table_sources(e, roots))

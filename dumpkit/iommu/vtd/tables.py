@@ -99,13 +99,21 @@ def _scalable(prog: drgn.Program, unit: IommuUnit, bus: int, devfn: int, root: t
             if not val[0] & 1:
                 continue
             pgtt = (val[0] >> 6) & 7
-            aw = (val[0] >> 2) & 7
             pt = val[0] & ADDR_MASK if pgtt in (2, 3) else (val[2] & ADDR_MASK if pgtt == 1 else None)
             out.append(ContextEntry(unit.name, unit.segment, bus, devfn, True, root, (hi, lo),
                                     translation=PGTT.get(pgtt, f"pgtt {pgtt}"), domain_id=val[1] & 0xFFFF,
-                                    address_width=30 + 9 * aw, page_table=pt, pasid=(dir_idx << 6) + idx,
+                                    address_width=_pasid_address_width(val, pgtt), page_table=pt, pasid=(dir_idx << 6) + idx,
                                     pasid_entry=(val[2], val[1], val[0])))
     return out
+
+
+def _pasid_address_width(val: tuple[int, ...], pgtt: int) -> int:
+    """The input address width of a scalable-mode PASID entry's tables (VT-d 3.x, 9.6):
+    first-stage tables by their paging mode FLPM (qword 2 bits 3:2: 4-level, 48 bits, or
+    5-level, 57 bits), second-stage ones by AW (qword 0 bits 4:2, 30 + 9 * AW bits)."""
+    if pgtt == 1:
+        return 48 + 9 * ((val[2] >> 2) & 3)
+    return 30 + 9 * ((val[0] >> 2) & 7)
 
 
 def _walk_unit(prog: drgn.Program, unit: IommuUnit) -> list[ContextEntry]:
