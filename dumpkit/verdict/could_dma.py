@@ -102,7 +102,8 @@ def _through_iommu(claim: Claim, entry, mapping) -> Claim:
     elif mapping is not None and mapping.summary.get("writable_bytes"):
         least = "at least " if mapping.errors else ""
         claim.evidence.append(f"{least}{iec(mapping.summary['writable_bytes'])} writable through the IOMMU in "
-                              f"{mapping.summary['ranges']} range{'s' if mapping.summary['ranges'] != 1 else ''}")
+                              f"{mapping.summary['ranges']} range{'s' if mapping.summary['ranges'] != 1 else ''}"
+                              + (f" of its {entry.tables} page tables" if entry.tables else ""))
         if mapping.errors:
             claim.evidence.append(f"some of its IOMMU page tables are unreadable or damaged: {mapping.errors[0]}")
     elif mapping is not None and mapping.errors:
