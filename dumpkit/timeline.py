@@ -22,7 +22,7 @@ __all__ = ["TABLES", "TimelineEvent", "iommu_switch", "plot_capture_timeline", "
 # DMA-remapping copies, whose outcome is when the capture kernel's IOMMU takes over DMA:
 # each IOMMU backend says its own
 _TRANSLATION = TRANSLATION_TABLES
-_COPY_WORDS = {"attempt": "copy attempted", "copied": "copied", "failed": "copy failed",
+_COPY_WORDS = {"attempt": "copy attempted", "copied": "copied", "reused": "reused in place", "failed": "copy failed",
                "failed-bus": "copy failed for a bus", "not-kdump": "enabled but not in kdump mode"}
 
 
@@ -98,7 +98,7 @@ def timeline_events(logs, side: str | None = None, names: Mapping[str, str] | No
 def iommu_switch(events: Sequence[TimelineEvent]) -> TimelineEvent | None:
     """The moment the capture kernel's IOMMU took DMA over: the outcome (copied or failed)
     of its DMA-translation table copy; None when the log has none."""
-    return next((e for e in events if e.kind == "copy" and e.status in ("copied", "failed", "not-kdump")
+    return next((e for e in events if e.kind == "copy" and e.status in ("copied", "reused", "failed", "not-kdump")
                  and e.table in {TABLES[k] for k in _TRANSLATION} and e.time is not None), None)
 
 
@@ -106,12 +106,14 @@ _LANE_ORDER = ("copy", "fault", "suppressed", "reset", "not-reset")
 # marker per kind (and per copy outcome): shape and fill, never colour alone
 _MARKS = {("copy", "attempt"): dict(marker="o", facecolors="white", edgecolors="black", s=60),
           ("copy", "copied"): dict(marker="o", facecolors="#2171b5", edgecolors="black", s=70),
+          ("copy", "reused"): dict(marker="D", facecolors="#2171b5", edgecolors="black", s=60),
           ("copy", "failed"): dict(marker="X", facecolors="#a50f15", edgecolors="black", s=110),
           ("fault", None): dict(marker="v", facecolors="#67000d", edgecolors="black", s=90),
           ("suppressed", None): dict(marker="v", facecolors="white", edgecolors="#67000d", s=70),
           ("reset", None): dict(marker="s", facecolors="black", edgecolors="black", s=60),
           ("not-reset", None): dict(marker="s", facecolors="white", edgecolors="black", s=60)}
 _MARK_WORDS = {("copy", "attempt"): "table copy attempted", ("copy", "copied"): "table copied",
+               ("copy", "reused"): "tables reused in place",
                ("copy", "failed"): "table copy failed", ("fault", None): "DMA fault (per device)",
                ("suppressed", None): "fault messages suppressed", ("reset", None): "port reset",
                ("not-reset", None): "port not reset"}
@@ -119,7 +121,7 @@ _MARK_WORDS = {("copy", "attempt"): "table copy attempted", ("copy", "copied"): 
 
 def _mark_key(e: TimelineEvent) -> tuple[str, str | None]:
     if e.kind == "copy":
-        return ("copy", e.status if e.status in ("attempt", "copied") else "failed")
+        return ("copy", e.status if e.status in ("attempt", "copied", "reused") else "failed")
     return (e.kind, None)
 
 
@@ -139,8 +141,10 @@ def _draw_side(ax, events: Sequence[TimelineEvent], x0: float, span: float, titl
     ax.text(0, 1.02, "capture kernel boots", transform=top, fontsize=8, color="#333333", ha="center", va="bottom")
     switch = iommu_switch(events)
     if switch is not None:
-        ax.axvline(switch.time, color="#a50f15" if switch.status != "copied" else "#2171b5", lw=2, zorder=1)
-        word = "tables copied" if switch.status == "copied" else switch.label.split(": ", 1)[-1]
+        kept = switch.status in ("copied", "reused")
+        ax.axvline(switch.time, color="#2171b5" if kept else "#a50f15", lw=2, zorder=1)
+        word = {"copied": "tables copied", "reused": "tables reused in place"}.get(switch.status) \
+            or switch.label.split(": ", 1)[-1]
         right = switch.time > 0.6 * span
         ax.text(switch.time, 1.02, f"IOMMU switch ({word})", transform=top, fontsize=9, fontweight="bold",
                 ha="right" if right else "left", va="bottom")

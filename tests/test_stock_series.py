@@ -304,3 +304,83 @@ def test_first_stage_walk_equals_the_translations_qemu_did_after_the_crash(case)
             if got is None or got[0] & ~0xFFF != gpa:
                 wrong.append((bdf, hex(iova), hex(gpa), got and hex(got[0])))
     assert not wrong, wrong[:10]
+
+
+# --- AMD-Vi on 7.x: since 6.18 the capture kernel reuses the crashed kernel's device table
+# in place (38e5f33ee359) instead of copying it; sample-dumps/generate --suite sid --scenario amd
+
+AMD_ROOTS = {sc: _root("7.x", sc) for sc in ("amd-copied-traffic", "amd-nocopy")}
+
+
+def needs_amd(scenario: str):
+    return needs_cached(f"7.x stock-kernel {scenario} (sample-dumps/generate --suite sid --scenario amd)",
+                        AMD_ROOTS[scenario])
+
+
+def _amd(scenario: str):
+    root = AMD_ROOTS[scenario]
+    key = f"7.x/{scenario}"
+    if key not in _OPENED:
+        dbg = (root / json.loads((root / "manifest.json").read_text())["kernel"]["debug_dir"]).resolve()
+        _OPENED[key] = dumpkit.open(cached_dump(root, scenario), debuginfo=[dbg])
+    return root / scenario, _OPENED[key]
+
+
+def _capture_dump(scenario: str):
+    root = AMD_ROOTS[scenario]
+    entry = next(d for d in json.loads((root / "manifest.json").read_text())["dumps"]
+                 if d["scenario"] == scenario and d["kind"] == "capture-kernel dump")
+    return dumpkit.open(root / entry["file"], vmcoreinfo=root / entry["vmcoreinfo"])
+
+
+@needs_amd("amd-copied-traffic")
+def test_amd_capture_kernel_reused_the_device_table_in_place_and_says_so():
+    """The capture log says "Reused DEV table"; the capture kernel's own state shows its device
+    table mapped outside its direct map (the crashed kernel's memory), every entry the crashed
+    kernel's, page table for page table; the verdict says reused, not copied."""
+    sdir, dump = _amd("amd-copied-traffic")
+    log = sdir / "capture-dmesg.txt"
+    assert "AMD-Vi: Reused DEV table from previous kernel" in log.read_text()
+    state = collect_iommu(dump, [log])
+    assert {f.reason for f in state.faults if f.kind == "table-copy"} >= {"attempt", "reused"}
+    cap = _capture_dump("amd-copied-traffic")
+    cstate = collect_iommu(cap, [])
+    assert cstate.units and all(u.flags["tables_reused_in_place"] is True for u in cstate.units)
+    assert all(e.copied for e in cstate.entries)
+    before = {m.device: m for m in state.mappings}
+    for m in cstate.mappings:
+        assert (m.root, m.levels) == (before[m.device].root, before[m.device].levels), m.device
+    nic_bdf = next(b for b, d in json.loads((sdir / "ground-truth" / "pci.json").read_text())["devices"].items()
+                   if d["driver"] == "e1000e")
+    v = judge(dump, [log]).get(nic_bdf)
+    assert v.did_dma_after_crash.value is True and v.hit_capture_kernel.value is None
+    assert "reused the crashed kernel's tables in place" in str(v.hit_capture_kernel)
+    text = _dumpkit("--vmcoreinfo", sdir / "capture-vmcoreinfo.txt", "iommu", sdir / "capture-state.kdump").stdout
+    assert "reused in place" in text and "tables copied from the previous kernel: yes" not in text
+
+
+@needs_amd("amd-copied-traffic")
+def test_amd_post_crash_translations_are_in_the_walked_tables():
+    """From the crash to the capture kernel's /init the NIC's DMA went through the crashed
+    kernel's (then reused) tables: each translation QEMU traced is in dumpkit's walk."""
+    sdir, dump = _amd("amd-copied-traffic")
+    run = json.loads((sdir / "run.json").read_text())
+    rx = re.compile(r"^\d+@(\d+\.\d+):amdvi_(?:translation_result|iotlb_hit) devid: "
+                    r"([0-9a-f]{2}:[0-9a-f]{2}\.\d) gpa (0x[0-9a-f]+) hpa (0x[0-9a-f]+)", re.M)
+    with lzma.open(sdir / "qemu-trace.log.xz", "rt") as f:
+        traced = [(d, int(g, 16), int(h, 16)) for t, d, g, h in rx.findall(f.read())
+                  if run["crash_epoch"] <= float(t) < run["capture_init_epoch"]]
+    assert traced
+    walks = {m.device: m for m in collect_iommu(dump, []).mappings}
+    wrong = [(d, hex(g)) for d, g, h in traced
+             if (hit := lookup(walks[f"0000:{d}"].leaves, g)) is None or hit[0] & ~0xFFF != h & ~0xFFF]
+    assert not wrong, wrong[:10]
+
+
+@needs_amd("amd-nocopy")
+def test_amd_nocopy_capture_kernel_failed_to_reuse():
+    sdir, dump = _amd("amd-nocopy")
+    log = sdir / "capture-dmesg.txt"
+    assert "Failed to reuse DEV table from previous kernel" in log.read_text()
+    state = collect_iommu(dump, [log])
+    assert "failed" in {f.reason for f in state.faults if f.kind == "table-copy"}

@@ -8,7 +8,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 __all__ = ["FaultRecord", "LogDialect", "Emit", "LINE_MAX", "HEXNUM", "strip_prefix", "bdf", "pci_name_before",
-           "unit_from_prefix", "copy_messages", "table_copy_record"]
+           "unit_from_prefix", "copy_messages", "table_copy_record", "TABLES_TAKEN_OVER"]
+
+# table-copy statuses after which the capture kernel translates through the crashed
+# kernel's tables: copied into its own memory, or (AMD-Vi since 6.18) reused in place
+TABLES_TAKEN_OVER = frozenset({"copied", "reused"})
 
 #: Characters of one line that are parsed: a printk record is at most 1 KiB (2 KiB from
 #: 6.1 on) plus a syslog/journal prefix; the rest of a longer line is ignored.

@@ -98,7 +98,9 @@ def _unit_line(u) -> str:
     if "translation_on" in f:
         parts.append(f"translation {'on' if f['translation_on'] else 'off'}")
     parts.append(f"pre-enabled by the previous kernel: {'yes' if f.get('translation_pre_enabled') else 'no'}")
-    if u.copied_tables is not None:
+    if u.flags.get("tables_reused_in_place"):
+        parts.append("tables of the previous kernel: reused in place, in the previous kernel's memory")
+    elif u.copied_tables is not None:
         parts.append(f"tables copied from the previous kernel: {'yes' if u.copied_tables else 'no'}")
     feats = u.capabilities.get("features")
     if feats:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dumpkit.iommu.logbase import TABLES_TAKEN_OVER
 from dumpkit.units import iec
 from dumpkit.verdict.capture import CaptureFacts
 from dumpkit.verdict.claim import Claim, ClaimSpec
@@ -39,7 +40,7 @@ def judge(ev, d, claims: dict[str, Claim]) -> Claim:
 
 
 def _claim(cap: CaptureFacts, d, could: Claim, did: Claim, diff, reset: dict) -> Claim:
-    on_copy = "copied" in cap.copies or (cap.copied is not None and d.bdf in cap.copied)
+    on_copy = bool(cap.copies & TABLES_TAKEN_OVER) or (cap.copied is not None and d.bdf in cap.copied)
     if did.value is False:
         return Claim(None, [], applicable=False, phrase=HIT_NA)
     shown = _shown(cap, d, diff, reset, on_copy)
@@ -122,7 +123,8 @@ def _on_copied_tables(cap: CaptureFacts, bdf: str, could: Claim, did: Claim, ful
                      basis=INFERRED, phrase="its copied tables give it nothing to write")
     ev = [("its translation entry in the capture kernel is the crashed kernel's, copied (capture dump)"
            if cap.copied is not None and bdf in cap.copied else
-           "the capture kernel copied the crashed kernel's tables (per its log)")
+           "the capture kernel reused the crashed kernel's tables in place, in that kernel's memory (per its log)"
+           if "reused" in cap.copies else "the capture kernel copied the crashed kernel's tables (per its log)")
           + ": DMA it did while the capture kernel ran went through them and left no fault"]
     if did.value is None:
         ev.append("whether it did DMA after the crash is unknown")

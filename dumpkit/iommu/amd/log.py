@@ -23,6 +23,12 @@ _TABLE_COPY = copy_messages([
      "attempt"),
     (re.compile(r"AMD-Vi: Copied DEV table from previous kernel"), "amd-vi", "copied"),
     (re.compile(r"AMD-Vi: Failed to copy DEV table from previous kernel"), "amd-vi", "failed"),
+    # since 6.18 (38e5f33ee359 "iommu/amd: Reuse device table for kdump") the capture kernel
+    # takes the crashed kernel's device table, command buffer and event log over in place
+    (re.compile(r"AMD-Vi: Translation is already enabled - trying to reuse translation structures"), "amd-vi",
+     "attempt"),
+    (re.compile(r"AMD-Vi: Reused DEV table from previous kernel"), "amd-vi", "reused"),
+    (re.compile(r"AMD-Vi: Failed to reuse DEV table from previous kernel"), "amd-vi", "failed"),
     (re.compile(r"AMD-Vi: Translation was enabled for IOMMU:(?P<unit>\d+) but we are not in kdump mode"),
      "amd-vi", "not-kdump"),
 ])

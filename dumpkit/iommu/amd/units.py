@@ -38,6 +38,23 @@ def _pre_enabled(prog: drgn.Program) -> bool | None:
         return None
 
 
+def _outside_direct_map(prog: drgn.Program, addr: int) -> bool | None:
+    """Whether a kernel address lies outside the direct map (x86_64: ``page_offset_base``
+    up to ``max_pfn``), None where the kernel has no such variables. A capture kernel since
+    6.18 (38e5f33ee359 "iommu/amd: Reuse device table for kdump") memremap()s the crashed
+    kernel's device table and uses it in place, and that memory is no RAM of its own, so the
+    mapping lies outside its direct map; a copy (before 6.18) is a page of its own, inside."""
+    key = "dumpkit.amd.direct_map"
+    if key not in prog.cache:
+        try:
+            base = prog["page_offset_base"].value_()
+            prog.cache[key] = (base, base + (prog["max_pfn"].value_() << 12))
+        except (KeyError, LookupError, drgn.FaultError):
+            prog.cache[key] = None
+    span = prog.cache[key]
+    return None if span is None else not span[0] <= addr < span[1]
+
+
 def collect_units(prog: drgn.Program) -> list[AmdUnit]:
     """Every AMD-Vi unit the kernel registered (bounded walk of ``amd_iommu_list``).
 
@@ -57,16 +74,18 @@ def collect_units(prog: drgn.Program) -> list[AmdUnit]:
         dev_table = seg.dev_table.value_()
         old_copy = seg.old_dev_tbl_cpy.value_() if has_member(seg.prog_, "struct amd_iommu_pci_seg", "old_dev_tbl_cpy") else 0
         pre = bool(flags & AMD_IOMMU_FLAG_TRANS_PRE_ENABLED)
-        copied = None
+        copied = reused = None
         if pre_enabled is not None:
             # early_enable_iommus() swaps the copy in as the device table when the copy succeeds
             copied = bool(pre and pre_enabled and old_copy and old_copy == dev_table)
+            reused = _outside_direct_map(prog, dev_table) if copied else False
         unit = Unit(
             vendor="amd-vi", name=name, pci_id=_bdf(segment, it.devid.value_()), mmio_base=it.mmio_phys.value_(),
             capabilities={"cap_ptr": it.cap_ptr.value_(), "cap": it.cap.value_(), "efr": efr,
                           "efr2": it.features2.value_() if has_member(it.prog_, "struct amd_iommu", "features2") else None,
                           "features": [f for i, f in enumerate(EFR_FEATURES) if efr >> i & 1]},
-            flags={"translation_pre_enabled": pre, "acpi_flags": it.acpi_flags.value_()},
+            flags={"translation_pre_enabled": pre, "acpi_flags": it.acpi_flags.value_(),
+                   "tables_reused_in_place": reused},
             copied_tables=copied,
         )
         rlookup = seg.rlookup_table.value_() if has_member(seg.prog_, "struct amd_iommu_pci_seg", "rlookup_table") else 0
