@@ -51,6 +51,8 @@ def info_lines(dump) -> list[str]:
         ("crash kernel call", kd.crash_kernel_call if kd.crash_kernel_loaded else None),
         ("crash kernel cmdline", kd.crash_kernel_cmdline),
         ("crash memory", ", ".join(f"{a:#x}-{b:#x}" for a, b in kd.crash_memory) or None),
+        *([("crash CMA ranges", ", ".join(f"{a:#x}-{b:#x}" for a, b in kd.crash_kernel_cma)
+            + " (crashkernel=,cma: lent to movable pages, not in the vmcore)")] if kd.crash_kernel_cma else []),
         ("crash image segments", ", ".join(f"{m:#x}+{n:#x}" for m, n in kd.crash_kernel_segments) or None),
     ]
     reasons = {**info.unknown, **{k: v for k, v in kd.unknown.items()}}

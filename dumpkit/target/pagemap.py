@@ -20,7 +20,7 @@ import drgn
 
 from dumpkit.target.corefile import PT_LOAD, CoreFile, _elf_segments, _read
 
-__all__ = ["DumpPages", "attach_dump_pages", "dump_level", "excluded_page_reason", "level_words", "missing_page_reason",
+__all__ = ["DumpPages", "attach_dump_pages", "cma_reason", "crash_cma_range", "dump_level", "excluded_page_reason", "level_words", "missing_page_reason",
            "page_presence"]
 
 PAGE_SHIFT = 12
@@ -151,17 +151,44 @@ def _advice(level: int | None) -> str:
             f"kernel pages for those: re-capture with -d {kept} or a makedumpfile that supports this kernel")
 
 
+def crash_cma_range(prog: drgn.Program, phys: int) -> tuple[int, int] | None:
+    """The crashkernel=X,cma range (6.17+) holding ``phys``, or None. The crashed kernel
+    lent that memory to movable pages; a crash hands it to the capture kernel, and the
+    vmcore leaves it out (it is not in the ELF core header)."""
+    key = "dumpkit.crash_cma_ranges"
+    if key not in prog.cache:
+        from dumpkit.kernel.kexec import crashk_cma_ranges
+
+        try:
+            prog.cache[key] = crashk_cma_ranges(prog)
+        except (KeyError, LookupError, AttributeError, drgn.FaultError):
+            prog.cache[key] = ()
+    return next(((a, b) for a, b in prog.cache[key] if a <= phys <= b), None)
+
+
+def cma_reason(prog: drgn.Program, phys: int) -> str | None:
+    """Why a page of a crashkernel CMA range is not in the dump, or None for other pages."""
+    r = crash_cma_range(prog, phys)
+    if r is None:
+        return None
+    return (f"page {phys & ~((1 << PAGE_SHIFT) - 1):#x} is not in this dump: it lies in the crashkernel CMA "
+            f"range {r[0]:#x}-{r[1]:#x}, lent to the capture kernel (crashkernel=,cma), which the vmcore leaves "
+            "out by design; not damage")
+
+
 def missing_page_reason(prog: drgn.Program, phys: int) -> str | None:
     """Why the dump lacks the page at ``phys``, when its file says: a phrase for an error
     line, or None (the page is there, or the file cannot tell)."""
-    return _reason(_dump_pages(prog), phys)
+    return cma_reason(prog, phys) or _reason(_dump_pages(prog), phys)
 
 
 def page_presence(prog: drgn.Program, phys: int) -> tuple[str | None, int | None]:
-    """Whether the dump holds the page at ``phys`` ("present", "excluded", "not RAM", or
-    None when its file cannot tell) and the dump level it was written with (None: not
+    """Whether the dump holds the page at ``phys`` ("present", "excluded", "not RAM",
+    "capture CMA" for a page of a crashkernel CMA range, or None when its file cannot tell) and the dump level it was written with (None: not
     recorded, as in an ELF vmcore)."""
     pages = _dump_pages(prog)
+    if crash_cma_range(prog, phys) is not None:
+        return "capture CMA", pages.dump_level if pages else None
     return (pages.status(phys), pages.dump_level) if pages else (None, None)
 
 

@@ -84,7 +84,7 @@ def _from_decoded(ring, d) -> Claim:
 def _vfio_rings(prog: drgn.Program, owner, m) -> list[str]:
     """Why a VFIO-owned function's DMA after the crash is unknown: its rings are in its
     owner's memory, in the owner's format; whether the dump kept those pages."""
-    from dumpkit.target.pagemap import page_presence
+    from dumpkit.target.pagemap import cma_reason, page_presence
 
     ev = [f"its rings are in the memory of {owner.owner_text}, in a format of the owner's choosing: the "
           "kernel holds no record of them"]
@@ -100,6 +100,8 @@ def _vfio_rings(prog: drgn.Program, owner, m) -> list[str]:
                   "makedumpfile -d 23 or lower keeps them)")
     elif status == "present":
         ev.append("its owner's pages are in this dump, but no decoder reads a userspace driver's rings")
+    elif status == "capture CMA":
+        ev.append(f"its owner's pages are not in this dump ({cma_reason(prog, phys)})")
     else:
         ev.append(f"whether its owner's pages are in this dump is unknown (the dump file does not say for page "
                   f"{phys & ~0xFFF:#x})")

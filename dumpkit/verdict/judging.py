@@ -9,6 +9,7 @@ import drgn
 from dumpkit.kernel import device_driver_name
 from dumpkit.verdict.claim import Claim
 from dumpkit.verdict.claims import CLAIMS
+from dumpkit.verdict.cma import cma_evidence, cma_targets
 from dumpkit.verdict.device import read_device
 from dumpkit.verdict.evidence import DumpEvidence, gather
 from dumpkit.verdict.model import EndpointVerdict, Verdicts
@@ -44,13 +45,17 @@ def judge_endpoint(ev: DumpEvidence, dev) -> EndpointVerdict:
     claims: dict[str, Claim] = {}
     for spec in CLAIMS:
         claims[spec.name] = spec.judge(ev, d, claims)
+    cma = cma_targets(ev.prog, d)
+    if cma is not None and claims["hit_capture_kernel"].applicable:
+        claims["hit_capture_kernel"].evidence += cma_evidence(cma)
     ring = d.ring
     return EndpointVerdict(dev.bdf, d.name, dev.driver, **claims,
                            post_crash_completions=ring.unprocessed if ring else None, faults=len(d.faults),
                            reset_ports=d.ports, landed_pages=ring.phys_pages if ring else [], vendor=dev.vendor,
                            device=dev.device, decoder=ring.decoder if ring else None,
                            ring_status=ring.status if ring else None, rings=d.rings,
-                           dma_owner=f"{dev.vfio.driver}: {dev.vfio.owner_text}" if dev.vfio is not None else None)
+                           dma_owner=f"{dev.vfio.driver}: {dev.vfio.owner_text}" if dev.vfio is not None else None,
+                           capture_cma=cma.as_dict() if cma is not None else None)
 
 
 def _lost_function(prog: drgn.Program, tree, bdf: str, pdev) -> tuple[str, int, str, str | None] | None:

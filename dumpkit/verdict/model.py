@@ -39,6 +39,9 @@ class EndpointVerdict:
     # who drives its DMA when a VM or userspace driver owns it through VFIO ("vfio-pci:
     # userspace (pid 301 vfio-rx)"); None for a kernel driver
     dma_owner: str | None = None
+    # its DMA targets inside the crashkernel=,cma ranges the capture kernel boots on
+    # ({"pages", "targets", "unknown"}); None when the dump has no such ranges
+    capture_cma: dict | None = None
 
     @property
     def says(self) -> str:

@@ -283,6 +283,8 @@ def _json_endpoint(e: EndpointVerdict) -> dict:
             "device_hex": _hex(e.device), "landed_pages": e.landed_pages,
             "landed_pages_hex": [f"{p:#x}" for p in e.landed_pages], "rings": [dict(r) for r in e.rings],
             "unreadable": getattr(e, "unreadable", None),
+            # only for a dump with crashkernel=,cma ranges: the others' JSON is unchanged
+            **({"capture_cma": e.capture_cma} if e.capture_cma is not None else {}),
             **{f"{c.name}_sources": list(c.of(e).sources) for c in CLAIMS}}
 
 
