@@ -384,3 +384,25 @@ def test_amd_nocopy_capture_kernel_failed_to_reuse():
     assert "Failed to reuse DEV table from previous kernel" in log.read_text()
     state = collect_iommu(dump, [log])
     assert "failed" in {f.reason for f in state.faults if f.kind == "table-copy"}
+
+
+@each_scenario()
+def test_nvme_commands_in_flight_agree_with_its_completion_queue_and_qemu(case):
+    """Two records of one thing in the dump, read from different structures: the block
+    layer's requests still in flight whose completion the controller posted (their nvme_iod's
+    command id found past the driver's completion-queue head), and the decoder's count of
+    completion entries past that head. Each such command QEMU completed (its trace), on the
+    queue and with the command id the dump gives."""
+    from dumpkit.rings.nvme_inflight import in_flight_commands
+    from dumpkit.target.walk import pci_devices
+
+    bdf = bdf_of(case, "nvme")
+    prog = opened(case).prog
+    pdev = next(p for name, p in pci_devices(prog)[0] if name == bdf)
+    cmds = in_flight_commands(prog, pdev)
+    assert sum(c.device_completed for c in cmds) == verdicts(case).get(bdf).post_crash_completions
+    done = set(re.findall(r"pci_nvme_enqueue_req_completion cid (\d+) cqid (\d+)", trace(case)))
+    for c in cmds:
+        assert c.opcode in ("read", "write", "flush") and c.data_bytes >= 0
+        if c.device_completed:
+            assert (str(c.command_id), str(c.qid)) in done, (c.qid, c.command_id)
