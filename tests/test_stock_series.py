@@ -406,3 +406,20 @@ def test_nvme_commands_in_flight_agree_with_its_completion_queue_and_qemu(case):
         assert c.opcode in ("read", "write", "flush") and c.data_bytes >= 0
         if c.device_completed:
             assert (str(c.command_id), str(c.qid)) in done, (c.qid, c.command_id)
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=needs(c)) for c in ROOTS
+                                  if scenario_of(c) == "fs-nocopy-fault"])
+def test_investigate_notebook_runs_on_the_series(tmp_path, case):
+    """Notebook 01 on a newer series' dump (first-stage tables, faults in the capture log
+    beside it), with the kernel's debug directory as its parameter."""
+    pytest.importorskip("papermill")
+    from test_notebooks import outputs, run_notebook
+
+    nb = run_notebook(tmp_path, "01-investigate", {"dump": str(dump_of(case)), "debuginfo": [str(debug_dir(case))]})
+    outs = outputs(nb)
+    assert any("image/png" in o.get("data", {}) for o in outs), "the tree picture is missing"
+    html = "".join("".join(o.get("data", {}).get("text/html", "")) for o in outs)
+    text = "".join("".join(o.get("text", "")) for o in outs)
+    assert opened(case).info.kernel_release in html + text
+    assert bdf_of(case, "e1000e") in html + text and "IOMMU: intel-vtd" in text
