@@ -275,16 +275,18 @@ def test_bad_selection_or_options_exit_2(flags, words):
 
 # --- Kernel modules on stock kernels (modules loaded), when the cache has them ---------------------
 
-def stock_samples(limit: int = 2) -> list[tuple[str, Path, Path]]:
+def stock_samples(per_kernel: int = 2) -> list[tuple[str, Path, Path]]:
+    """Per stock kernel in the cache, its scenarios with the most modules first."""
     out = []
     for manifest in sorted((CACHE / "samples").glob("*/manifest.json")):
+        cases = []
         for entry in json.loads(manifest.read_text())["dumps"]:
             path = manifest.parent / entry["file"]
             truth = manifest.parent / entry["scenario"] / "ground-truth"
             if entry["kind"] == "first-kernel vmcore" and path.exists() and (truth / "lspci-vvv-nn.txt").exists():
-                out.append((f"stock:{entry['scenario']}", path, truth))
-    # the scenarios with the most modules first
-    return sorted(out, key=lambda c: -(c[2] / "lspci-vvv-nn.txt").read_text().count("Kernel modules:"))[:limit]
+                cases.append((f"stock:{manifest.parent.name}:{entry['scenario']}", path, truth))
+        out += sorted(cases, key=lambda c: -(c[2] / "lspci-vvv-nn.txt").read_text().count("Kernel modules:"))[:per_kernel]
+    return out
 
 
 STOCK = stock_samples()
@@ -314,4 +316,5 @@ def test_kernel_modules_are_lspcis_that_were_loaded(case):
         theirs = next((x.split(": ", 1)[1].split(", ") for x in lines if x.startswith("\tKernel modules: ")), [])
         assert ours[slot] == [m for m in theirs if m in loaded], slot
         named += bool(ours[slot])
-    assert named >= 5
+    # every stock guest loads at least e1000e and nvme (6.12 and 7.x build virtio_pci in)
+    assert named >= 2

@@ -45,12 +45,16 @@ def test_a_full_ring_is_one_qemu_could_not_write_into(name, dump, run):
     states = e1000e_rx_states(dump)
     if not states:
         pytest.skip(f"{name}: no e1000e receive ring")
-    counts = json.loads(run.read_text())["qemu_events"]["counts"]["crash_to_capture_init"]
+    phases = json.loads(run.read_text())["qemu_events"]["counts"]
+    counts = phases["crash_to_capture_init"]
     dropped = counts.get("e1000e_rx_not_written_to_guest", 0)
+    # the first packet dropped for a full ring comes when the next one arrives, which can be
+    # after the capture kernel's /init (a fast capture kernel, a slow stream)
+    dropped_later = phases.get("after_capture_init", {}).get("e1000e_rx_not_written_to_guest", 0)
     faulted = sum(counts.get(e, 0) for e in FAULT_EVENTS)
     for state, unprocessed in states:
         assert state in ("full", "partly processed", "empty"), (name, state)
         if state == "full":
-            assert dropped and not faulted, (name, state, dropped, faulted)
+            assert (dropped or dropped_later) and not faulted, (name, state, dropped, dropped_later, faulted)
         elif state == "partly processed" and not faulted:
             assert not dropped, (name, state, unprocessed, dropped)

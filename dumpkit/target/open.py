@@ -57,7 +57,9 @@ def _attach_live() -> drgn.Program:
     return prog
 
 
-QMP_TIMEOUT = 5.0
+# how long a QEMU monitor may take to answer: a TCG guest on a busy host answers late
+# (seen: > 5 s with two other guests running on 2 cores); DUMPKIT_QMP_TIMEOUT overrides
+QMP_TIMEOUT = float(os.environ.get("DUMPKIT_QMP_TIMEOUT", "20"))
 
 
 def _qmp_probe(path: Path, timeout: float) -> str | None:
