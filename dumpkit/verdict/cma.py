@@ -32,9 +32,12 @@ class CmaTargets:
     pages: int = 0
     lines: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
+    # per read command with destination pages inside: queue, command id, bytes, LBA, pages
+    # inside, and whether the controller had completed it when the dump was written
+    commands: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"pages": self.pages, "targets": self.lines, "unknown": self.unknown}
+        return {"pages": self.pages, "targets": self.lines, "commands": self.commands, "unknown": self.unknown}
 
 
 def cma_ranges(prog: drgn.Program) -> tuple[tuple[int, int], ...]:
@@ -48,7 +51,10 @@ def _inside(prog: drgn.Program, phys_pages) -> int:
 
 
 def _in_flight_reads(prog: drgn.Program, d, out: CmaTargets) -> None:
-    """An nvme function's reads still in flight: their destination pages."""
+    """An nvme function's reads the crashed kernel never saw complete: their destination
+    pages. A read still in flight when the dump was written moves its data later; one the
+    controller completed without the kernel processing it did so after the kernel stopped
+    (its completion never processed) — into these pages, possibly after the 10 s wait."""
     from dumpkit.rings.nvme_inflight import data_pages, in_flight_commands
 
     try:
@@ -57,7 +63,7 @@ def _in_flight_reads(prog: drgn.Program, d, out: CmaTargets) -> None:
         out.unknown.append(f"its in-flight commands cannot be read ({type(e).__name__}: {e})")
         return
     for c in cmds:
-        if not c.writes_memory or c.device_completed:
+        if not c.writes_memory:
             continue
         pages, why = data_pages(prog, c, d.translate)
         inside = _inside(prog, (d.translate(p) for p in pages[:MAX_PAGES]))
@@ -65,9 +71,12 @@ def _in_flight_reads(prog: drgn.Program, d, out: CmaTargets) -> None:
             out.unknown.append(f"read cid {c.command_id:#x} on queue {c.qid}: {why}")
         if inside:
             out.pages += inside
-            out.lines.append(f"a read still in flight (queue {c.qid}, command id {c.command_id:#x}, "
+            state = "completed by the device, never processed" if c.device_completed else "still in flight"
+            out.lines.append(f"a read {state} (queue {c.qid}, command id {c.command_id:#x}, "
                              f"{c.data_bytes} bytes from LBA {c.slba:#x}): {inside} of its {len(pages)} destination "
                              f"pages lie in the capture kernel's CMA memory")
+            out.commands.append({"qid": c.qid, "command_id": c.command_id, "bytes": c.data_bytes, "slba": c.slba,
+                                 "pages_inside": inside, "pages": len(pages), "device_completed": c.device_completed})
 
 
 def _mappings(prog: drgn.Program, d, ranges, out: CmaTargets) -> None:
