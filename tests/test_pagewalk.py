@@ -341,7 +341,7 @@ def test_every_sample_dump_walks_as_the_reference():
                 new = vtd.walk_page_table(prog, e.page_table, e.levels)
                 ref = reference_walk(prog, e.page_table, e.levels, 3, ref_vtd_entry)
             _same(new, ref)
-        assert walked, path
+        assert walked or not state.vendors, path       # a machine without an IOMMU has no tables
 
 
 def _one_table(words: list[int]) -> tuple[drgn.Program, int]:
