@@ -24,14 +24,11 @@ SCENARIOS = ("vfio-copied", "vfio-nocopy-fault")
 
 
 def _roots() -> dict[str, Path]:
-    """Each VFIO scenario's newest generated directory (any kernel series)."""
-    found: dict[str, Path] = {}
-    for manifest in sorted((CACHE / "samples").glob("*/manifest.json"), key=lambda p: p.stat().st_mtime):
-        data = json.loads(manifest.read_text())
-        for d in data["dumps"]:
-            if d["scenario"] in SCENARIOS and d["kind"] == "first-kernel vmcore":
-                found[d["scenario"]] = manifest.parent
-    return found
+    """Each VFIO scenario's newest generated directory of the stock series setup makes them
+    for (conftest.cached_samples)."""
+    from conftest import cached_samples
+
+    return {sc: root for sc in SCENARIOS if (root := cached_samples(sc)) is not None}
 
 
 ROOTS = _roots()

@@ -34,13 +34,11 @@ GEN = _generator()
 
 
 def _cached() -> dict[str, Path]:
-    """Each VFIO scenario's newest generated directory."""
-    found: dict[str, Path] = {}
-    for manifest in sorted((CACHE / "samples").glob("*/manifest.json"), key=lambda p: p.stat().st_mtime):
-        for d in json.loads(manifest.read_text())["dumps"]:
-            if d["scenario"] in SCENARIOS and d["kind"] == "first-kernel vmcore":
-                found[d["scenario"]] = manifest.parent / d["scenario"]
-    return found
+    """Each VFIO scenario's newest generated directory of the stock series setup makes them
+    for (conftest.cached_samples)."""
+    from conftest import cached_samples
+
+    return {sc: root / sc for sc in SCENARIOS if (root := cached_samples(sc)) is not None}
 
 
 CACHED = _cached()
