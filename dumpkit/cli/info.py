@@ -52,7 +52,9 @@ def info_lines(dump) -> list[str]:
         ("crash kernel cmdline", kd.crash_kernel_cmdline),
         ("crash memory", ", ".join(f"{a:#x}-{b:#x}" for a, b in kd.crash_memory) or None),
         *([("crash CMA ranges", ", ".join(f"{a:#x}-{b:#x}" for a, b in kd.crash_kernel_cma)
-            + " (crashkernel=,cma: lent to movable pages, not in the vmcore)")] if kd.crash_kernel_cma else []),
+            + " (crashkernel=,cma: lent to movable pages, not in the vmcore)"
+            + (f"; {kd.crash_kernel_cma_pinned} pages of them pinned for DMA at the crash (at least)"
+               if kd.crash_kernel_cma_pinned else ""))] if kd.crash_kernel_cma else []),
         ("crash image segments", ", ".join(f"{m:#x}+{n:#x}" for m, n in kd.crash_kernel_segments) or None),
     ]
     reasons = {**info.unknown, **{k: v for k, v in kd.unknown.items()}}

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import drgn
 
 from dumpkit.kernel import kexec
+from dumpkit.kernel.pages import dma_pinned_pages
 
 __all__ = ["KdumpState", "collect_kdump"]
 
@@ -36,6 +37,8 @@ class KdumpState:
     # crashkernel=X,high (crashk_low_res) and the CMA ranges of crashkernel=X,cma (6.17+)
     crash_kernel_low: tuple[int, int] | None = None
     crash_kernel_cma: tuple[tuple[int, int], ...] = ()
+    # pages of those CMA ranges pinned for DMA at the crash (a lower bound: small pages only)
+    crash_kernel_cma_pinned: int | None = None
     # where the loaded capture kernel's pieces sit: (physical start, size) per segment of
     # kexec_crash_image; kexec_load and kexec_file_load both record them
     crash_kernel_segments: tuple[tuple[int, int], ...] = ()
@@ -121,6 +124,9 @@ def _collect(prog: drgn.Program) -> KdumpState:
     state.crash_kernel_reserved = attempt("crash_kernel_reserved", lambda: kexec.crash_resource(prog, "crashk_res"))
     state.crash_kernel_low = _optional(state, "crash_kernel_low", lambda: kexec.crash_resource(prog, "crashk_low_res"))
     state.crash_kernel_cma = _optional(state, "crash_kernel_cma", lambda: kexec.crashk_cma_ranges(prog)) or ()
+    if state.crash_kernel_cma:
+        state.crash_kernel_cma_pinned = attempt(
+            "crash_kernel_cma_pinned", lambda: sum(dma_pinned_pages(prog, a, b) for a, b in state.crash_kernel_cma))
     attempt("crash_kernel_loaded", lambda: _crash_image(prog, state))
     return state
 
