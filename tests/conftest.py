@@ -54,6 +54,19 @@ def cached_samples(scenario: str, series: re.Pattern = PRIMARY_SERIES) -> Path |
     return max(found, key=lambda r: (r / "manifest.json").stat().st_mtime) if found else None
 
 
+def load_generator():
+    """sample-dumps/generate as a module (once), for tests of its definitions and readers."""
+    import importlib.machinery
+    import importlib.util
+
+    if "dumpkit_generate" not in sys.modules:
+        loader = importlib.machinery.SourceFileLoader("dumpkit_generate", str(REPO / "sample-dumps" / "generate"))
+        mod = importlib.util.module_from_spec(importlib.util.spec_from_loader("dumpkit_generate", loader))
+        sys.modules["dumpkit_generate"] = mod       # its dataclasses look their module up
+        loader.exec_module(mod)
+    return sys.modules["dumpkit_generate"]
+
+
 def cached_dump(root: Path, scenario: str, kind: str = "first-kernel vmcore") -> Path:
     """A cached scenario's dump as its manifest names it: the name depends on the
     scenario's capture path (vmcore.kdump, vmcore.elf, kdump-tools' STAMP/dump.STAMP)."""

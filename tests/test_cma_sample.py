@@ -8,31 +8,19 @@ defines the scenarios and reads QEMU's trace."""
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import lzma
 import re
-import sys
 from pathlib import Path
 
-from conftest import REPO, cached_samples, needs_cached
+from conftest import cached_samples, load_generator, needs_cached
 
 PAGE = 4096
 CMA_WAIT_S = 10          # kernel/crash_core.c CMA_DMA_TIMEOUT_SEC
 SERIES_7X = re.compile(r"7\.")
 
 
-def _generator():
-    loader = importlib.machinery.SourceFileLoader("dumpkit_generate", str(REPO / "sample-dumps" / "generate"))
-    spec = importlib.util.spec_from_loader("dumpkit_generate", loader)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["dumpkit_generate"] = mod       # its dataclasses look their module up
-    loader.exec_module(mod)
-    return mod
-
-
-GEN = _generator()
+GEN = load_generator()
 
 
 def _root() -> Path | None:

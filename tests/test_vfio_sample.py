@@ -5,32 +5,20 @@ other. The dumps themselves are tests/test_vfio.py's."""
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import load_generator
 
 CACHE = Path(os.environ.get("DUMPKIT_CACHE") or Path.home() / ".cache" / "dumpkit")
 SCENARIOS = ("vfio-copied", "vfio-nocopy-fault")
 PAGE = 4096
 
 
-def _generator():
-    loader = importlib.machinery.SourceFileLoader("dumpkit_generate", str(REPO / "sample-dumps" / "generate"))
-    spec = importlib.util.spec_from_loader("dumpkit_generate", loader)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["dumpkit_generate"] = mod       # its dataclasses look their module up
-    loader.exec_module(mod)
-    return mod
-
-
-GEN = _generator()
+GEN = load_generator()
 
 
 def _cached() -> dict[str, Path]:
