@@ -1,4 +1,7 @@
-"""VT-d second-level page tables read from RAM: IOVA -> physical mappings per device.
+"""VT-d page tables read from RAM: IOVA -> physical mappings per device. Legacy-mode and
+second-stage tables, and first-stage ones (scalable mode, PGTT 1): what is read of a leaf is
+laid out alike in both formats (bit 0 read / present, bit 1 write, bit 7 page size, the
+address in bits 51:12; the first-stage XD bit 63 is masked with the flags).
 
 Table pages are read whole and decoded a page at a time into runs of leaves
 (:mod:`dumpkit.iommu.pagewalk`); a corrupt table (a loop, a pointer outside the dump, too
@@ -52,7 +55,7 @@ FORMAT = TableFormat(PTE_READ | PTE_WRITE, PTE_ADDR_MASK, _plain, _perm, _entry)
 
 
 def walk_page_table(prog: drgn.Program, root: int, levels: int, max_tables: int = MAX_TABLES) -> TableWalk:
-    """Walk a second-level page table; leaves come out in ascending IOVA order
+    """Walk a second- or first-stage page table; leaves come out in ascending IOVA order
     (``walk.leaves``, made on demand from ``walk.runs``; ``walk.summarise()`` the ranges).
 
     :param root: physical address of the top-level table
