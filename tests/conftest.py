@@ -174,3 +174,15 @@ def assert_pci_tree_equals(tree, gt: dict) -> None:
         if dev.driver:
             assert dev.is_busmaster == t["bus_master"], dev.bdf
         assert dev.unknown == {}, dev.bdf
+
+
+# Files with one long test (a kernel build on a fresh cache, ~5 min; a regenerated scenario;
+# a Dask cluster over every cached dump) run first: with `-n 2 --dist loadfile` a long file
+# taken last keeps one worker busy while the other has nothing left to do
+LONG_FIRST = ("test_kernel_patch.py", "test_regenerate.py", "test_fleet.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Order the long files first (the same order on every worker: xdist requires it)."""
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))
