@@ -37,48 +37,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#define GUEST_PROGRAM "odirect-cma"
+#include "guest-util.h"
+
 #define PAGE 4096UL
 #define MAX_RANGES 8
 #define MAX_CHUNKS 256
 /* what the buffer holds before the read: the disk's blocks start with "DUMPKIT-CMA-NVME" */
 static const char SENTINEL[] = "odirect-cma sentinel, not yet read from the disk";
-
-static int marker_fd = -1;
-
-static void marker(const char *fmt, ...)
-{
-	char msg[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	int tty = open("/dev/ttyS0", O_WRONLY | O_NOCTTY);
-	if (tty >= 0) {
-		dprintf(tty, "DUMPKIT: %s\n", msg);
-		close(tty);
-	}
-	if (marker_fd >= 0)
-		dprintf(marker_fd, "DUMPKIT: %s\n", msg);
-}
-
-static void die(const char *fmt, ...)
-{
-	char msg[400];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "odirect-cma: error: %s\n", msg);
-	marker("error: odirect-cma: %s", msg);
-	exit(1);
-}
-
-static double now(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec + t.tv_nsec / 1e9;
-}
 
 static double uptime(void)
 {

@@ -41,6 +41,9 @@
 
 #include <linux/vfio.h>
 
+#define GUEST_PROGRAM "vfio-rx"
+#include "guest-util.h"
+
 #define PAGE 4096UL
 #define NDESC 4096u
 #define DESC_SIZE 16u
@@ -82,43 +85,6 @@ struct rx_desc {                 /* legacy receive descriptor */
 	uint8_t errors;
 	uint16_t special;
 };
-
-static int marker_fd = -1;
-
-static void marker(const char *fmt, ...)
-{
-	char msg[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	int tty = open("/dev/ttyS0", O_WRONLY | O_NOCTTY);
-	if (tty >= 0) {
-		dprintf(tty, "DUMPKIT: %s\n", msg);
-		close(tty);
-	}
-	if (marker_fd >= 0)
-		dprintf(marker_fd, "DUMPKIT: %s\n", msg);
-}
-
-static void die(const char *fmt, ...)
-{
-	char msg[400];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "vfio-rx: error: %s\n", msg);
-	marker("error: vfio-rx: %s", msg);
-	exit(1);
-}
-
-static double now(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec + t.tv_nsec / 1e9;
-}
 
 /* BAR0: mmap'd when vfio-pci offers it, else through the region with pread/pwrite */
 static volatile uint32_t *bar;
