@@ -240,9 +240,12 @@ MiB = 1 << 20
 
 
 def timed_parse(text: str) -> tuple[list, float]:
-    t = time.perf_counter()
+    # CPU time of this process, not wall time: the other xdist worker, a QEMU guest or
+    # a busy CI host delay a process without making its parse cost more (CI once saw a
+    # hostile 16 MiB parse at 2.01x a baseline measured at a quieter instant).
+    t = time.process_time()
     recs = parse_log(text)
-    return recs, time.perf_counter() - t
+    return recs, time.process_time() - t
 
 
 @functools.cache
@@ -250,9 +253,15 @@ def ordinary_log_seconds(size: int) -> float:
     """What parsing a real capture log of ``size`` characters costs on this machine now:
     the baseline of the large hostile inputs, measured in the same run, so that a busy
     machine slows both alike (hostile lines cost 0.15-0.75 of it; a quadratic pattern
-    costs thousands of times more)."""
+    costs thousands of times more, hence the margin ``SLACK``)."""
     log = (SAMPLES / "copied-traffic" / "capture-dmesg.txt").read_text(errors="replace")
     return timed_parse((log * (size // len(log) + 1))[:size])[1]
+
+
+# A linear parse of hostile text costs 0.15-0.75 of the baseline; a quadratic one costs
+# thousands of times more. The margin between them leaves room for cache and frequency
+# effects that CPU time still sees on a shared machine.
+SLACK = 5
 
 
 def filler(kind: str, n: int) -> str:
@@ -286,7 +295,7 @@ def test_a_64mib_line_costs_no_more_than_a_real_log_of_its_size(kind):
     text = filler(kind, 64 * MiB)
     recs, took = timed_parse(text)
     baseline = ordinary_log_seconds(len(text))
-    assert took < 2 * baseline, f"{kind}: {took:.1f} s, a real log of that size {baseline:.1f} s"
+    assert took < SLACK * baseline, f"{kind}: {took:.1f} s, a real log of that size {baseline:.1f} s"
     if kind == "fragment":      # the record at the start of the line; the rest is past the cut
         assert [key(r) for r in recs] == [FAULT_KEY]
 
@@ -296,7 +305,7 @@ def test_a_nul_hole_ends_a_line():
     record after the hole is on the same line as the hole, and is found."""
     text = FAULT_LINE + "\n" + "\0" * (16 * MiB) + FAULT_LINE + "\n"
     recs, took = timed_parse(text)
-    assert took < 2 * ordinary_log_seconds(len(text)) and [key(r) for r in recs] == [FAULT_KEY, FAULT_KEY]
+    assert took < SLACK * ordinary_log_seconds(len(text)) and [key(r) for r in recs] == [FAULT_KEY, FAULT_KEY]
 
 
 def test_many_long_lines_cost_linear_time():
@@ -304,7 +313,7 @@ def test_many_long_lines_cost_linear_time():
     line = filler("fragment", LINE_MAX - 1) + "\n"
     text = line * (16 * MiB // LINE_MAX)
     recs, took = timed_parse(text)
-    assert took < 2 * ordinary_log_seconds(len(text)), took
+    assert took < SLACK * ordinary_log_seconds(len(text)), took
 
 
 HOSTILE_UNITS = [FAULT_LINE[:k] for k in (5, 16, 30, 45, 60, 75, 90, 110)] + [
