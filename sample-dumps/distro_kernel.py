@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["DistroKernel", "fetch", "cache_root", "load_order", "builtin_modules", "GUEST_MODULES",
-           "HW_MODULES", "VFIO_MODULES", "CAPTURE_MODULES", "CACHED_MODULES", "SUITES", "GUEST_TOOLS"]
+           "HW_MODULES", "VFIO_MODULES", "VM_MODULES", "CAPTURE_MODULES", "CACHED_MODULES", "SUITES", "GUEST_TOOLS"]
 
 # What the sample guests load, by module name; dependencies are added from modules.dep.
 # qemu_fw_cfg: the first kernel registers its VMCOREINFO with QEMU's vmcoreinfo device
@@ -53,9 +53,12 @@ HW_MODULES = ["e1000", "vmxnet3", "vmw_pvscsi", "megaraid_sas", "ahci", "sd_mod"
 # over for our userspace driver (guest/vfio-rx.c) and its type1 IOMMU backend maps the
 # driver's memory; modules.dep adds vfio_virqfd, irqbypass, ...
 VFIO_MODULES = ["vfio", "vfio_iommu_type1", "vfio_pci_core", "vfio_pci"]
+# the VFIO VM scenario's host side: KVM on the (emulated) AMD CPU, with kvm, ccp and
+# irqbypass from modules.dep; their debug files give dumpkit struct kvm
+VM_MODULES = ["kvm_amd"]
 CAPTURE_MODULES = ["virtio_pci", "9pnet_virtio", "9p"]
 # What the cache keeps: every module some guest loads (and what they depend on)
-CACHED_MODULES = list(dict.fromkeys(GUEST_MODULES + HW_MODULES + VFIO_MODULES + CAPTURE_MODULES))
+CACHED_MODULES = list(dict.fromkeys(GUEST_MODULES + HW_MODULES + VFIO_MODULES + VM_MODULES + CAPTURE_MODULES))
 LAYOUT_VERSION = "3"
 # Debian suites a kernel package is looked for in (private apt configuration each) when
 # the apt this runs with does not know it, oldest first
@@ -563,7 +566,7 @@ def fetch(package: str | None = None, force: bool = False, suite: str | None = N
         "package": package, "package_version": version, "dbg_package": package + "-dbg",
         "kernel_release": release, "build_id": _elf_build_id(vmlinux),
         "source_package": "linux", "source_version": version,
-        "guest_modules": GUEST_MODULES, "hw_modules": HW_MODULES, "vfio_modules": VFIO_MODULES,
+        "guest_modules": GUEST_MODULES, "hw_modules": HW_MODULES, "vfio_modules": VFIO_MODULES, "vm_modules": VM_MODULES,
         "capture_modules": CAPTURE_MODULES,
         "module_files": wanted, "modules_without_debug_file": missing,
         **({"apt_suite": suite, "builtin_modules": sorted(set(CACHED_MODULES) & builtin)} if suite else {}),
@@ -679,7 +682,7 @@ def _add_modules(root: Path, info: dict, missing: list[str]) -> dict:
     t_extract = time.monotonic() - t1
     wanted = [_plain(rel) for rel in wanted]
     debug_mods = root / "debug/usr/lib/debug/lib/modules" / release
-    info = dict(info, guest_modules=GUEST_MODULES, hw_modules=HW_MODULES, vfio_modules=VFIO_MODULES,
+    info = dict(info, guest_modules=GUEST_MODULES, hw_modules=HW_MODULES, vfio_modules=VFIO_MODULES, vm_modules=VM_MODULES,
                 capture_modules=CAPTURE_MODULES, module_files=wanted,
                 modules_without_debug_file=[rel for rel in wanted if not (debug_mods / rel).is_file()])
     info.setdefault("added", []).append({"modules": [_plain(rel) for rel in new],

@@ -17,10 +17,11 @@ import dumpkit
 from conftest import run_cli
 from dumpkit.verdict import judge
 from dumpkit.vfio.check import compare_with_walk
+from dumpkit.vfio.kvm import VmSlot
 from dumpkit.vfio.model import VfioMapping, VfioOwner
 
 CACHE = Path(os.environ.get("DUMPKIT_CACHE") or Path.home() / ".cache" / "dumpkit")
-SCENARIOS = ("vfio-copied", "vfio-nocopy-fault")
+SCENARIOS = ("vfio-copied", "vfio-nocopy-fault", "vfio-vm-fault")
 
 
 def _roots() -> dict[str, Path]:
@@ -135,6 +136,41 @@ def test_capture_faults_resolved_to_the_owner_s_buffer():
     for x in said:
         iova = int(x.split()[1], 16)
         assert any(m["iova"] <= iova < m["iova"] + m["size"] for m in t["mappings"]), x
+
+
+def test_a_vm_owner_is_the_vm_the_vmm_made():
+    """vfio-rx --vm: the device attached to the VM (vfio_device.kvm), the VMM's pid, and the
+    VM's one memory slot equal to the guest RAM the VMM gave it."""
+    t = truth("vfio-vm-fault")
+    _d, dump = opened("vfio-vm-fault")
+    owner = vfio_device(dump.pci()).vfio
+    vm = t["vm"]
+    assert owner.vm and owner.vm_pid == vm["vmm_pid"] == t["pid"]
+    assert owner.vm_slots == [VmSlot(0, vm["guest_ram_gpa"], vm["guest_ram_size"], vm["guest_ram_hva"])]
+    assert owner.owner_text.startswith(f"a VM (VMM pid {vm['vmm_pid']}")
+    assert not any(k.startswith("vm") for k in owner.unknown), owner.unknown
+
+
+def test_a_vm_s_capture_faults_are_named_by_guest_physical_address():
+    """The faults of the NIC the VM drove, in the capture kernel: each one's guest-physical
+    address from the VM's memslot (the VMM's address the container mapped at that IOVA,
+    less the slot's base), equal to the guest-physical address the VM's driver used."""
+    d, dump = opened("vfio-vm-fault")
+    t = truth("vfio-vm-fault")
+    vm = t["vm"]
+    v = judge(dump, capture_logs=[str(d / "capture-dmesg.txt")])
+    e = next(e for e in v.endpoints if e.bdf == t["bdf"])
+    assert e.faults > 0 and e.hit_capture_kernel.word == "faulted" and e.did_dma_after_crash.value is True
+    said = [x for x in e.hit_capture_kernel.evidence if x.startswith("IOVA ")]
+    assert said, e.hit_capture_kernel.evidence
+    m = t["mappings"][0]
+    for x in said:
+        iova = int(x.split()[1], 16)
+        hva = m["vaddr"] + iova - m["iova"]
+        gpa = vm["guest_ram_gpa"] + hva - vm["guest_ram_hva"]
+        assert f"= guest-physical {gpa:#x} of the VM (memslot 0;" in x, x
+        ring_end = t["ring"]["buffers_iova"] + t["ring"]["descriptors"] * t["ring"]["buffer_size"]
+        assert t["ring"]["iova"] <= gpa < ring_end, x
 
 
 def test_cli_shows_the_owner():

@@ -1,4 +1,4 @@
-"""The sample factory's VFIO scenarios (vfio-copied, vfio-nocopy-fault): what the generator
+"""The sample factory's VFIO scenarios (vfio-copied, vfio-nocopy-fault, vfio-vm-fault): what the generator
 defines, how it reads QEMU's trace, and the records of the generated scenarios in the cache
 (run.json, the userspace driver's ground-truth/vfio.json, the capture log) against each
 other. The dumps themselves are tests/test_vfio.py's."""
@@ -14,7 +14,7 @@ import pytest
 from conftest import load_generator
 
 CACHE = Path(os.environ.get("DUMPKIT_CACHE") or Path.home() / ".cache" / "dumpkit")
-SCENARIOS = ("vfio-copied", "vfio-nocopy-fault")
+SCENARIOS = ("vfio-copied", "vfio-nocopy-fault", "vfio-vm-fault")
 PAGE = 4096
 
 
@@ -38,14 +38,16 @@ def scenario_dir(name: str) -> Path:
     return CACHED[name]
 
 
-def test_the_generator_defines_both_scenarios():
+def test_the_generator_defines_the_scenarios():
     assert GEN.SCENARIO_GROUPS["vfio"] == list(SCENARIOS)
-    copied, fault = (GEN.SCENARIOS[n] for n in SCENARIOS)
+    copied, fault, vm = (GEN.SCENARIOS[n] for n in SCENARIOS)
     assert copied.distro and fault.distro and copied.vfio == "big" and fault.vfio == "rx"
-    assert not copied.expects_fault and fault.expects_fault
+    assert not copied.expects_fault and fault.expects_fault and vm.expects_fault
+    # kvm_amd loads only on an AMD-vendor CPU (TCG emulates SVM); the others keep "max"
+    assert vm.vfio == "vm" and "vendor=AuthenticAMD" in vm.cpu and copied.cpu == fault.cpu == "max"
     assert copied.guest_ram == "3G" and "sp_off" in copied.first_iommu
     assert not set(SCENARIOS) & set(GEN.SCENARIO_GROUPS["distro"])
-    for sc in (copied, fault):
+    for sc in (copied, fault, vm):
         events = {GEN.CANONICAL_EVENTS.get(e, e) for e in GEN.trace_events(sc)}
         assert {"e1000e_rx_descr", "e1000e_rx_desc_buff_write", "e1000e_rx_written_to_guest"} <= events
 
@@ -89,7 +91,8 @@ def test_run_json_names_the_owner_and_the_mechanism(name):
     d = scenario_dir(name)
     run = json.loads((d / "run.json").read_text())
     truth = json.loads((d / "ground-truth" / "vfio.json").read_text())
-    assert run["dma_owner"] == "userspace driver through vfio-pci (type1v2 container)"
+    assert run["dma_owner"] == GEN.VFIO_DMA_OWNER[GEN.SCENARIOS[name].vfio]
+    assert run["dma_owner"].startswith("KVM virtual machine" if name == "vfio-vm-fault" else "userspace driver")
     assert run["capture_path"]["format"] == "kdump-compressed"
     v = run["vfio"]
     assert (v["pid"], v["comm"], v["bdf"]) == (truth["pid"], truth["comm"], truth["bdf"])
@@ -113,6 +116,12 @@ def test_the_driver_s_record_is_self_consistent(name):
         assert all(p % PAGE == 0 and n % PAGE == 0 and n > 0 for p, n in m["phys"])
         assert any(lo <= m["iova"] and m["iova"] + m["size"] - 1 <= hi for lo, hi in t["iova_ranges"])
         assert not m["iova"] <= 0xFEE00000 < m["iova"] + m["size"]
+    if t.get("vm"):
+        # the VM's one slot of guest RAM is the one mapping, at IOVA = guest-physical address
+        (m,) = t["mappings"]
+        vm = t["vm"]
+        assert (vm["guest_ram_gpa"], vm["guest_ram_size"], vm["guest_ram_hva"]) == (m["iova"], m["size"], m["vaddr"])
+        assert vm["vmm_pid"] == t["pid"] and vm["mmio_exits"] > 0 and vm["hlt_exits"] > 0
     ring = t["ring"]
     assert any(m["iova"] <= ring["iova"] and ring["buffers_iova"] + ring["descriptors"] * ring["buffer_size"]
                <= m["iova"] + m["size"] for m in t["mappings"])

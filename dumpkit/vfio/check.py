@@ -65,7 +65,7 @@ def compare_with_walk(owner: VfioOwner, ranges) -> WalkCheck:
     check = WalkCheck()
     points = sorted({p for a, b, _w in vfio + walk for p in (a, b)})
     i = j = 0
-    for lo, hi in zip(points, points[1:]):
+    for lo, hi in zip(points, points[1:], strict=False):
         while i < len(vfio) and vfio[i][1] <= lo:
             i += 1
         while j < len(walk) and walk[j][1] <= lo:

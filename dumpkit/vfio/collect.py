@@ -26,6 +26,7 @@ import drgn
 from drgn.helpers.linux.rbtree import rb_first, rb_next
 
 from dumpkit.kernel import driver_data, has_member
+from dumpkit.vfio.kvm import vm_facts
 from dumpkit.vfio.model import Process, VfioMapping, VfioOwner
 
 __all__ = ["is_vfio_driver", "vfio_owner", "MAX_MAPPINGS"]
@@ -142,18 +143,20 @@ def _group(owner: VfioOwner, vdev: drgn.Object) -> None:
         owner.group_domain = _domain_type(iommu_group.domain)
         owner.default_domain = _domain_type(iommu_group.default_domain)
     if has_member(prog, "struct vfio_group", "kvm") and group.kvm and not owner.vm:
-        owner.vm, owner.vm_pid = True, _kvm_pid(group.kvm)
+        _attach_vm(owner, group.kvm)
     try:
         _container(owner, group)
     except (drgn.FaultError, LookupError, ValueError, AttributeError) as e:
         owner.unknown["mappings"] = f"the container's mappings are unreadable: {e}"
 
 
-def _kvm_pid(kvm: drgn.Object) -> int | None:
-    # struct kvm.userspace_pid: the VMM's pid, kept for its stats since v5.18
-    if has_member(kvm.prog_, "struct kvm", "userspace_pid"):
-        return kvm.userspace_pid.value_()
-    return None
+def _attach_vm(owner: VfioOwner, kvm: drgn.Object) -> None:
+    """The VM the device is attached to: its VMM's pid and memory slots (dumpkit.vfio.kvm)."""
+    vm = vm_facts(kvm)
+    owner.vm, owner.vm_pid, owner.vm_slots = True, vm.pid, vm.slots
+    owner.sources.append(f"struct kvm @{vm.address:#x}" + (" (memslots)" if vm.slots else ""))
+    for name, why in vm.unknown.items():
+        owner.unknown[f"vm_{name}"] = why
 
 
 def _memory_enabled(core: drgn.Object) -> bool | None:
@@ -192,7 +195,7 @@ def vfio_owner(pdev: drgn.Object, bdf: str, driver: str) -> VfioOwner:
         else:
             owner.unknown["open_count"] = "struct vfio_device has no open_count (before v5.15)"
         if has_member(prog, "struct vfio_device", "kvm") and vdev.kvm:
-            owner.vm, owner.vm_pid = True, _kvm_pid(vdev.kvm)
+            _attach_vm(owner, vdev.kvm)
         owner.memory_enabled = _memory_enabled(core)
         if has_member(prog, "struct vfio_device", "iommufd_device") and vdev.iommufd_device:
             owner.container = "iommufd"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dumpkit.vfio.kvm import VmSlot
+
 __all__ = ["VfioMapping", "VfioOwner", "Process"]
 
 
@@ -51,7 +53,8 @@ class VfioOwner:
     :param container: the IOMMU backend the group is attached to ("vfio-iommu-type1 v2"),
         "iommufd" for a device bound through iommufd, None when the group has none
     :param vm: a ``struct kvm`` is attached: a VM owns it; ``vm_pid`` is the VMM's pid
-        where the kernel keeps it
+        where the kernel keeps it, ``vm_slots`` the VM's memory slots (guest-physical
+        ranges of the VMM's memory), empty when unreadable (``unknown["vm_slots"]`` says why)
     :param mappings: the container's DMA mappings (every device in the container sees them)
     :param group_domain, default_domain: the IOMMU group's current domain type
         ("unmanaged" while VFIO owns it) and the one the kernel's DMA API uses
@@ -70,6 +73,7 @@ class VfioOwner:
     container: str | None = None
     vm: bool = False
     vm_pid: int | None = None
+    vm_slots: list[VmSlot] = field(default_factory=list)
     mappings: list[VfioMapping] = field(default_factory=list)
     group_domain: str | None = None
     default_domain: str | None = None
@@ -100,19 +104,31 @@ class VfioOwner:
             return f"a VM ({vmm}" + (f"; mapped by {who}" if who else "") + ")"
         return f"userspace ({who})" if who else "userspace (no process recorded: no DMA mapping)"
 
+    def _guest_physical(self, vaddr: int, whose: str) -> str:
+        # from the VM's memslots, not assumed: a VMM maps guest RAM at IOVA = guest-physical
+        # address only without a virtual IOMMU in the guest
+        vmm = f"VMM memory at {vaddr:#x}, mapped by {whose}"
+        hit = next(((s, s.gpa_of(vaddr)) for s in self.vm_slots if s.gpa_of(vaddr) is not None), None)
+        if hit:
+            return f"guest-physical {hit[1]:#x} of the VM (memslot {hit[0].slot}; {vmm})"
+        if self.vm_slots:
+            return f"{vmm}, in none of the VM's {len(self.vm_slots)} memory slots"
+        why = self.unknown.get("vm_slots") or self.unknown.get("vm") or "the VM's memory slots were not read"
+        return f"{vmm}; guest-physical address unknown: {why}"
+
     def mapping_at(self, iova: int) -> VfioMapping | None:
         """The mapping that holds ``iova``, or None."""
         return next((m for m in self.mappings if m.contains(iova)), None)
 
     def describe_iova(self, iova: int) -> str | None:
         """``iova`` in the owner's terms: "IOVA 0x… = offset 0x… of pid N comm's buffer at
-        0x…" (guest-physical for a VM), or None when no mapping holds it."""
+        0x…"; for a VM the guest-physical address its memory slots give that memory;
+        None when no mapping holds it."""
         m = self.mapping_at(iova)
         if m is None:
             return None
         offset, vaddr = iova - m.iova, m.vaddr + iova - m.iova
         whose = str(m.process) if m.process else "the owner"
         if self.vm:
-            # QEMU and other VMMs map guest RAM at IOVA = guest-physical address
-            return f"IOVA {iova:#x} = guest-physical {iova:#x} of the VM (VMM memory at {vaddr:#x}, mapped by {whose})"
+            return f"IOVA {iova:#x} = " + self._guest_physical(vaddr, whose)
         return f"IOVA {iova:#x} = offset {offset:#x} of {whose}'s buffer at {m.vaddr:#x} (address {vaddr:#x})"

@@ -7,7 +7,10 @@
  * virtual address, the physical pages from /proc/self/pagemap) as ground truth.
  *
  *   vfio-rx --bdf 0000:02:00.0 --group 10 --truth /out/vfio-truth.json [--big-mib 1024]
- *           [--marker-fd 9] [--truth-after 16]
+ *           [--marker-fd 9] [--truth-after 16] [--vm]
+ *
+ * --vm: the NIC is assigned to a KVM virtual machine instead, whose own driver programs
+ * and recycles the ring in guest RAM, mapped at IOVA = guest-physical address (kvm-vm.h).
  *
  * The ground truth is written once --truth-after packets have landed in the ring (so that
  * descriptors have been recycled at least once), or 10 s after the first if fewer come.
@@ -85,6 +88,10 @@ struct rx_desc {                 /* legacy receive descriptor */
 	uint8_t errors;
 	uint16_t special;
 };
+
+/* where the ring and its buffers are: RX_IOVA for the process's own ring, guest-physical
+ * addresses for a VM's */
+static uint64_t ring_iova = RX_IOVA, bufs_iova = RX_IOVA + NDESC * DESC_SIZE;
 
 /* BAR0: mmap'd when vfio-pci offers it, else through the region with pread/pwrite */
 static volatile uint32_t *bar;
@@ -220,7 +227,7 @@ static void write_phys_runs(FILE *f, const struct mapping *m)
 
 static void write_truth(const char *path, const char *bdf, int group, struct mapping *maps, int nmaps,
 			uint32_t rdh, uint32_t rdt, uint64_t received, uint64_t bar0_phys, uint64_t bar0_size,
-			const char *ranges, double setup_s)
+			const char *ranges, double setup_s, const char *vm_json)
 {
 	char tmp[4096], comm[64] = "";
 	snprintf(tmp, sizeof tmp, "%s.partial", path);
@@ -252,7 +259,8 @@ static void write_truth(const char *path, const char *bdf, int group, struct map
 	fprintf(f, " \"ring\": {\"iova\": %" PRIu64 ", \"descriptors\": %u, \"descriptor_size\": %u, \"type\": \"legacy\","
 		" \"buffer_size\": %u, \"buffers_iova\": %" PRIu64 ", \"rdh\": %u, \"rdt\": %u, \"received\": %" PRIu64
 		", \"recycle_interval_ms\": 10},\n",
-		RX_IOVA, NDESC, DESC_SIZE, BUF_SIZE, RX_IOVA + NDESC * DESC_SIZE, rdh, rdt, received);
+		ring_iova, NDESC, DESC_SIZE, BUF_SIZE, bufs_iova, rdh, rdt, received);
+	fprintf(f, " \"vm\": %s,\n", vm_json ? vm_json : "null");
 	fprintf(f, " \"bar0_phys\": %" PRIu64 ",\n \"bar0_size\": %" PRIu64 ",\n", bar0_phys, bar0_size);
 	fprintf(f, " \"iova_ranges\": %s,\n \"setup_s\": %.3f,\n \"written_uptime_s\": %.3f\n}\n", ranges, setup_s,
 		up.tv_sec + up.tv_nsec / 1e9);
@@ -300,6 +308,44 @@ static void iova_ranges(int container, char *json, size_t len, struct mapping *m
 	free(info);
 }
 
+#include "kvm-vm.h"
+
+/* --vm: the VM runs its driver; this process serves its exits and writes the ground truth
+ * once --truth-after packets have landed in the guest's ring */
+static void run_vm(struct vm *vm, struct mapping *maps, int nmaps, uint64_t cfg_off, const char *truth,
+		   const char *bdf, int group_id, uint64_t bar0_phys, uint64_t bar0_size, const char *ranges,
+		   unsigned long truth_after, double t0)
+{
+	vm_boot(vm, maps[0].vaddr, maps[0].size, cfg_off);
+	int written = 0;
+	double start = now(), first_packet = 0;
+	for (;;) {
+		vm_run_until_hlt(vm);
+		usleep(10000);
+		uint32_t received = vm_param(vm, VP_RECEIVED);
+		if (received && !first_packet)
+			first_packet = now();
+		if (!written && received && (received >= truth_after || now() - first_packet > 10)) {
+			char vm_json[512];
+			snprintf(vm_json, sizeof vm_json,
+				 "{\"vmm_pid\": %d, \"vcpus\": 1, \"guest_ram_gpa\": 0, \"guest_ram_size\": %zu, "
+				 "\"guest_ram_hva\": %" PRIu64 ", \"bar0_gpa\": %u, \"iova_is_gpa\": true, "
+				 "\"ring_driven_by\": \"the VM's vCPU\", \"mmio_exits\": %" PRIu64 ", "
+				 "\"io_exits\": %" PRIu64 ", \"hlt_exits\": %" PRIu64 "}",
+				 getpid(), (size_t)maps[0].size, (uint64_t)(uintptr_t)maps[0].vaddr, VM_BAR0_GPA,
+				 vm->mmio_exits, vm->io_exits, vm->hlt_exits);
+			write_truth(truth, bdf, group_id, maps, nmaps, vm_param(vm, VP_RDH), vm_param(vm, VP_RDT),
+				    received, bar0_phys, bar0_size, ranges, now() - t0, vm_json);
+			written = 1;
+			marker("vfio-rx dma running (pid %d, VM, rdh %u, rdt %u, received %u, setup %.1fs)", getpid(),
+			       vm_param(vm, VP_RDH), vm_param(vm, VP_RDT), received, now() - t0);
+		}
+		if (!written && now() - start > 60)
+			die("no packet reached the VM's ring in 60 s: driver state %u, RDH %u, STATUS 0x%08x, "
+			    "RCTL 0x%08x", vm_param(vm, VP_STATE), rd(E1000_RDH0), rd(E1000_STATUS), rd(E1000_RCTL));
+	}
+}
+
 static uint64_t sysfs_bar0(const char *bdf, uint64_t *size)
 {
 	char path[256];
@@ -318,10 +364,12 @@ int main(int argc, char **argv)
 	const char *bdf = NULL, *truth = NULL;
 	int group_id = -1;
 	unsigned long big_mib = 0, truth_after = 16;
+	int vm_mode = 0;
 	static const struct option opts[] = {
 		{"bdf", required_argument, 0, 'b'}, {"group", required_argument, 0, 'g'},
 		{"truth", required_argument, 0, 't'}, {"big-mib", required_argument, 0, 'B'},
-		{"marker-fd", required_argument, 0, 'm'}, {"truth-after", required_argument, 0, 'a'}, {0, 0, 0, 0}};
+		{"marker-fd", required_argument, 0, 'm'}, {"truth-after", required_argument, 0, 'a'},
+		{"vm", no_argument, 0, 'v'}, {0, 0, 0, 0}};
 	for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
 		switch (c) {
 		case 'b': bdf = optarg; break;
@@ -330,9 +378,12 @@ int main(int argc, char **argv)
 		case 'B': big_mib = strtoul(optarg, NULL, 0); break;
 		case 'm': marker_fd = atoi(optarg); break;
 		case 'a': truth_after = strtoul(optarg, NULL, 0); break;
+		case 'v': vm_mode = 1; break;
 		default: die("usage: vfio-rx --bdf BDF --group N --truth FILE [--big-mib MIB] [--marker-fd FD]");
 		}
 	}
+	if (vm_mode && big_mib)
+		die("--vm and --big-mib: the VM's guest RAM is its only mapping");
 	if (!bdf || group_id < 0 || !truth)
 		die("usage: vfio-rx --bdf BDF --group N --truth FILE [--big-mib MIB] [--marker-fd FD]");
 	double t0 = now();
@@ -359,6 +410,9 @@ int main(int argc, char **argv)
 		die("VFIO_GROUP_SET_CONTAINER: %s", strerror(errno));
 	if (ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU))
 		die("VFIO_SET_IOMMU(VFIO_TYPE1v2_IOMMU): %s", strerror(errno));
+	struct vm vm = {0};
+	if (vm_mode)
+		vm_create(&vm, group);
 	device_fd = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, bdf);
 	if (device_fd < 0)
 		die("VFIO_GROUP_GET_DEVICE_FD %s: %s", bdf, strerror(errno));
@@ -368,8 +422,16 @@ int main(int argc, char **argv)
 	int nmaps = 0;
 	size_t rx_size = NDESC * DESC_SIZE + NDESC * BUF_SIZE;
 	double t = now();
-	maps[nmaps++] = (struct mapping){.use = "rx ring and buffers", .iova = RX_IOVA, .size = rx_size,
-					 .vaddr = populate(rx_size, 0, "the RX region")};
+	if (vm_mode) {
+		/* the VM's RAM at IOVA = guest-physical address, all of it, as a VMM maps it */
+		rx_size = VM_RAM_SIZE;
+		ring_iova = VM_RING_GPA;
+		bufs_iova = VM_BUFS_GPA;
+		maps[nmaps++] = (struct mapping){.use = "guest RAM (the VM's RX ring and buffers)", .iova = 0,
+						 .size = rx_size, .vaddr = populate(rx_size, 0, "guest RAM")};
+	} else
+		maps[nmaps++] = (struct mapping){.use = "rx ring and buffers", .iova = RX_IOVA, .size = rx_size,
+						 .vaddr = populate(rx_size, 0, "the RX region")};
 	maps[0].populate_s = now() - t;
 	if (big_mib) {
 		size_t big = (size_t)big_mib << 20;
@@ -386,15 +448,15 @@ int main(int argc, char **argv)
 		read_pagemap(&maps[k]);
 
 	struct rx_desc *ring = maps[0].vaddr;
-	char *buffers = (char *)maps[0].vaddr + NDESC * DESC_SIZE;
-	for (uint32_t i = 0; i < NDESC; i++)
-		ring[i] = (struct rx_desc){.addr = RX_IOVA + NDESC * DESC_SIZE + (uint64_t)i * BUF_SIZE};
-	(void)buffers;
-
-	/* config space: memory decoding and bus mastering (vfio-pci passes both bits through) */
 	struct vfio_region_info cfg = {.argsz = sizeof cfg, .index = VFIO_PCI_CONFIG_REGION_INDEX};
 	if (ioctl(device_fd, VFIO_DEVICE_GET_REGION_INFO, &cfg))
 		die("config region info: %s", strerror(errno));
+	if (vm_mode)
+		goto bar0;          /* the VM's driver builds its ring and enables the function */
+	for (uint32_t i = 0; i < NDESC; i++)
+		ring[i] = (struct rx_desc){.addr = bufs_iova + (uint64_t)i * BUF_SIZE};
+
+	/* config space: memory decoding and bus mastering (vfio-pci passes both bits through) */
 	uint16_t cmd;
 	if (pread(device_fd, &cmd, 2, cfg.offset + 4) != 2)
 		die("config read: %s", strerror(errno));
@@ -404,7 +466,7 @@ int main(int argc, char **argv)
 	if (pread(device_fd, &cmd, 2, cfg.offset + 4) != 2 || (cmd & 0x6) != 0x6)
 		die("Command register reads 0x%04x after enabling memory and bus master", cmd);
 
-	/* BAR0 */
+bar0:;
 	struct vfio_region_info bi = {.argsz = sizeof bi, .index = VFIO_PCI_BAR0_REGION_INDEX};
 	if (ioctl(device_fd, VFIO_DEVICE_GET_REGION_INFO, &bi))
 		die("BAR0 region info: %s", strerror(errno));
@@ -415,6 +477,8 @@ int main(int argc, char **argv)
 			bar = p;
 	}
 	uint64_t bar0_size, bar0_phys = sysfs_bar0(bdf, &bar0_size);
+	if (vm_mode)
+		run_vm(&vm, maps, nmaps, cfg.offset, truth, bdf, group_id, bar0_phys, bar0_size, ranges, truth_after, t0);
 
 	/* RX off, interrupts masked, link up */
 	wr(E1000_RCTL, 0);
@@ -430,8 +494,8 @@ int main(int argc, char **argv)
 	/* legacy descriptors, no RSS; the ring */
 	wr_checked("RFCTL", E1000_RFCTL, 0, 0xffffffff);
 	wr_checked("MRQC", E1000_MRQC, 0, 0xffffffff);
-	wr_checked("RDBAL0", E1000_RDBAL0, (uint32_t)RX_IOVA, 0xffffffff);
-	wr_checked("RDBAH0", E1000_RDBAH0, (uint32_t)(RX_IOVA >> 32), 0xffffffff);
+	wr_checked("RDBAL0", E1000_RDBAL0, (uint32_t)ring_iova, 0xffffffff);
+	wr_checked("RDBAH0", E1000_RDBAH0, (uint32_t)(ring_iova >> 32), 0xffffffff);
 	wr_checked("RDLEN0", E1000_RDLEN0, NDESC * DESC_SIZE, 0xffffffff);
 	wr_checked("RDH0", E1000_RDH0, 0, 0xffff);
 	wr_checked("RDT0", E1000_RDT0, 0, 0xffff);
@@ -467,7 +531,7 @@ int main(int argc, char **argv)
 			first_packet = now();
 		if (!written && received && (received >= truth_after || now() - first_packet > 10)) {
 			write_truth(truth, bdf, group_id, maps, nmaps, rdh, rdt, received, bar0_phys, bar0_size, ranges,
-				    now() - t0);
+				    now() - t0, NULL);
 			written = 1;
 			marker("vfio-rx dma running (pid %d, rdh %u, rdt %u, received %" PRIu64 ", setup %.1fs)", getpid(),
 			       rdh, rdt, received, now() - t0);
