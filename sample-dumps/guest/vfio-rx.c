@@ -7,7 +7,11 @@
  * virtual address, the physical pages from /proc/self/pagemap) as ground truth.
  *
  *   vfio-rx --bdf 0000:02:00.0 --group 10 --truth /out/vfio-truth.json [--big-mib 1024]
- *           [--marker-fd 9] [--truth-after 16] [--vm]
+ *           [--big-aliases 4] [--marker-fd 9] [--truth-after 16] [--vm]
+ *
+ * --big-aliases N maps the --big-mib region at N consecutive IOVA windows from BIG_IOVA
+ * (type1 allows one process's pages in several mappings): a domain of N times as many
+ * 4 KiB PTEs for the same pinned memory.
  *
  * --vm: the NIC is assigned to a KVM virtual machine instead, whose own driver programs
  * and recycles the ring in guest RAM, mapped at IOVA = guest-physical address (kvm-vm.h).
@@ -54,6 +58,7 @@
 /* IOVAs: inside the VT-d aperture (39 bits), away from the MSI window 0xfee00000 */
 #define RX_IOVA UINT64_C(0x10000000)          /* descriptors, then the buffers */
 #define BIG_IOVA UINT64_C(0x100000000)        /* the mapped-only region (--big-mib) */
+#define MAX_ALIASES 8
 
 /* e1000e registers (BAR0 offsets) and bits */
 #define E1000_CTRL 0x00000
@@ -363,11 +368,12 @@ int main(int argc, char **argv)
 {
 	const char *bdf = NULL, *truth = NULL;
 	int group_id = -1;
-	unsigned long big_mib = 0, truth_after = 16;
+	unsigned long big_mib = 0, truth_after = 16, big_aliases = 1;
 	int vm_mode = 0;
 	static const struct option opts[] = {
 		{"bdf", required_argument, 0, 'b'}, {"group", required_argument, 0, 'g'},
 		{"truth", required_argument, 0, 't'}, {"big-mib", required_argument, 0, 'B'},
+		{"big-aliases", required_argument, 0, 'A'},
 		{"marker-fd", required_argument, 0, 'm'}, {"truth-after", required_argument, 0, 'a'},
 		{"vm", no_argument, 0, 'v'}, {0, 0, 0, 0}};
 	for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
@@ -376,12 +382,15 @@ int main(int argc, char **argv)
 		case 'g': group_id = atoi(optarg); break;
 		case 't': truth = optarg; break;
 		case 'B': big_mib = strtoul(optarg, NULL, 0); break;
+		case 'A': big_aliases = strtoul(optarg, NULL, 0); break;
 		case 'm': marker_fd = atoi(optarg); break;
 		case 'a': truth_after = strtoul(optarg, NULL, 0); break;
 		case 'v': vm_mode = 1; break;
 		default: die("usage: vfio-rx --bdf BDF --group N --truth FILE [--big-mib MIB] [--marker-fd FD]");
 		}
 	}
+	if (big_aliases < 1 || big_aliases > MAX_ALIASES)
+		die("--big-aliases %lu: 1 to %d", big_aliases, MAX_ALIASES);
 	if (vm_mode && big_mib)
 		die("--vm and --big-mib: the VM's guest RAM is its only mapping");
 	if (!bdf || group_id < 0 || !truth)
@@ -418,7 +427,7 @@ int main(int argc, char **argv)
 		die("VFIO_GROUP_GET_DEVICE_FD %s: %s", bdf, strerror(errno));
 
 	/* memory: the RX ring with its buffers, and optionally the large mapped-only region */
-	struct mapping maps[2];
+	struct mapping maps[1 + MAX_ALIASES];
 	int nmaps = 0;
 	size_t rx_size = NDESC * DESC_SIZE + NDESC * BUF_SIZE;
 	double t = now();
@@ -439,13 +448,23 @@ int main(int argc, char **argv)
 		maps[nmaps++] = (struct mapping){.use = "mapped only, never used by the device", .iova = BIG_IOVA,
 						 .size = big, .vaddr = populate(big, 1, "the large region")};
 		maps[1].populate_s = now() - t;
+		for (unsigned long k = 1; k < big_aliases; k++) {
+			maps[nmaps] = maps[1];
+			maps[nmaps].use = "mapped only, never used by the device (the same memory again)";
+			maps[nmaps++].iova = BIG_IOVA + k * big;
+		}
 	}
 	char ranges[1024];
 	iova_ranges(container, ranges, sizeof ranges, maps, nmaps);
 	for (int k = 0; k < nmaps; k++)
 		map_dma(container, &maps[k]);
-	for (int k = 0; k < nmaps; k++)
+	for (int k = 0; k < nmaps; k++) {
+		if (k > 1 && maps[k].vaddr == maps[1].vaddr) {
+			maps[k].pfn = maps[1].pfn;      /* an alias: the same pages */
+			continue;
+		}
 		read_pagemap(&maps[k]);
+	}
 
 	struct rx_desc *ring = maps[0].vaddr;
 	struct vfio_region_info cfg = {.argsz = sizeof cfg, .index = VFIO_PCI_CONFIG_REGION_INDEX};
