@@ -99,7 +99,11 @@ def _vfio_rings(prog: drgn.Program, owner, m) -> list[str]:
         ev.append(f"its owner's pages are not in this dump (page {phys & ~0xFFF:#x}: {by}; a dump written with "
                   "makedumpfile -d 23 or lower keeps them)")
     elif status == "present":
-        ev.append("its owner's pages are in this dump, but no decoder reads a userspace driver's rings")
+        # a ring's base and indices are what the owner wrote into the device's registers
+        # (RDBAL/RDH/RDT on an e1000e), which no dump holds: the pages alone do not say
+        # where a ring is, and guessing one from their contents would be a claim without record
+        ev.append("its owner's pages are in this dump, but where its rings are in them is in the device's "
+                  "registers (the base and indices its owner wrote), not in memory: no record places them")
     elif status == "capture CMA":
         ev.append(f"its owner's pages are not in this dump ({cma_reason(prog, phys)})")
     else:

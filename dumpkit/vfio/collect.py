@@ -25,7 +25,8 @@ import re
 import drgn
 from drgn.helpers.linux.rbtree import rb_first, rb_next
 
-from dumpkit.kernel import driver_data, has_member
+from dumpkit.kernel import device_iommu_group, driver_data, has_member
+from dumpkit.vfio.iommufd import ioas_mappings
 from dumpkit.vfio.kvm import vm_facts
 from dumpkit.vfio.model import Process, VfioMapping, VfioOwner
 
@@ -150,6 +151,25 @@ def _group(owner: VfioOwner, vdev: drgn.Object) -> None:
         owner.unknown["mappings"] = f"the container's mappings are unreadable: {e}"
 
 
+def _iommufd(owner: VfioOwner, pdev: drgn.Object, idev: drgn.Object) -> None:
+    """A device bound through iommufd: its IOMMU group from the device itself (the VFIO
+    group, if the kernel has one, is not used on this path) and its IOAS's areas."""
+    owner.container = "iommufd"
+    owner.group_type = "iommu"
+    group = device_iommu_group(pdev.dev)
+    if group is not None:
+        owner.group_id = group.id.value_()
+        owner.group_domain = _domain_type(group.domain)
+        owner.default_domain = _domain_type(group.default_domain)
+    try:
+        owner.mappings, sources, unknown = ioas_mappings(idev)
+    except (drgn.FaultError, LookupError, ValueError, AttributeError, TypeError) as e:
+        owner.unknown["mappings"] = f"the IOAS's areas are unreadable: {e}"
+        return
+    owner.sources += sources
+    owner.unknown.update(unknown)
+
+
 def _attach_vm(owner: VfioOwner, kvm: drgn.Object) -> None:
     """The VM the device is attached to: its VMM's pid and memory slots (dumpkit.vfio.kvm)."""
     vm = vm_facts(kvm)
@@ -198,8 +218,7 @@ def vfio_owner(pdev: drgn.Object, bdf: str, driver: str) -> VfioOwner:
             _attach_vm(owner, vdev.kvm)
         owner.memory_enabled = _memory_enabled(core)
         if has_member(prog, "struct vfio_device", "iommufd_device") and vdev.iommufd_device:
-            owner.container = "iommufd"
-            owner.unknown["mappings"] = "bound through iommufd: its IOAS areas (iopt_area) are not decoded"
+            _iommufd(owner, pdev, vdev.iommufd_device)
             return owner
         _group(owner, vdev)
     except (drgn.FaultError, LookupError, ValueError, AttributeError, TypeError) as e:

@@ -451,6 +451,7 @@ int main(int argc, char **argv)
 		for (unsigned long k = 1; k < big_aliases; k++) {
 			maps[nmaps] = maps[1];
 			maps[nmaps].use = "mapped only, never used by the device (the same memory again)";
+			maps[nmaps].populate_s = 0;        /* populated once, above */
 			maps[nmaps++].iova = BIG_IOVA + k * big;
 		}
 	}
