@@ -475,6 +475,11 @@ def vfio_lines(owner) -> list[str]:
                    + ("" if m.iommu_mapped else " (not mapped in the IOMMU)"))
     if len(owner.mappings) > 16:
         out.append(f"\t\t... {len(owner.mappings) - 16} more mappings (--json lists all)")
+    for slot in owner.vm_slots[:16]:
+        out.append(f"\t\tVM memslot {slot.slot}: guest-physical {slot.gpa:#x}-{slot.gpa + slot.size - 1:#x} "
+                   f"= VMM vaddr {slot.hva:#x}")
+    if len(owner.vm_slots) > 16:
+        out.append(f"\t\t... {len(owner.vm_slots) - 16} more memslots (--json lists all)")
     out += [f"\t\tUnknown {k}: {why}" for k, why in owner.unknown.items()]
     return out
 
