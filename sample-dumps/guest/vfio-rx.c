@@ -7,7 +7,7 @@
  * virtual address, the physical pages from /proc/self/pagemap) as ground truth.
  *
  *   vfio-rx --bdf 0000:02:00.0 --group 10 --truth /out/vfio-truth.json [--big-mib 1024]
- *           [--big-aliases 4] [--marker-fd 9] [--truth-after 16] [--vm]
+ *           [--big-aliases 4] [--marker-fd 9] [--truth-after 16] [--vm] [--iommufd]
  *
  * --big-aliases N maps the --big-mib region at N consecutive IOVA windows from BIG_IOVA
  * (type1 allows one process's pages in several mappings): a domain of N times as many
@@ -15,6 +15,15 @@
  *
  * --vm: the NIC is assigned to a KVM virtual machine instead, whose own driver programs
  * and recycles the ring in guest RAM, mapped at IOVA = guest-physical address (kvm-vm.h).
+ *
+ * --iommufd: the device through iommufd instead of the type1 container (kernels >= 6.6
+ * with CONFIG_VFIO_DEVICE_CDEV): its cdev /dev/vfio/devices/vfioN (N from
+ * /sys/bus/pci/devices/BDF/vfio-dev/) bound to /dev/iommu (VFIO_DEVICE_BIND_IOMMUFD), an
+ * IOAS (IOMMU_IOAS_ALLOC) the device is attached to (VFIO_DEVICE_ATTACH_IOMMUFD_PT: the
+ * kernel allocates its paging domain, the hwpt), then the same mappings at the same IOVAs
+ * (IOMMU_IOAS_MAP with IOMMU_IOAS_MAP_FIXED_IOVA), and the same RX ring. Attached before
+ * mapping, as users do: IOMMU_IOAS_IOVA_RANGES then says which IOVAs the device's domain
+ * takes, and IOMMU_IOAS_MAP pins the pages into it at once (read from pagemap after).
  *
  * The ground truth is written once --truth-after packets have landed in the ring (so that
  * descriptors have been recycled at least once), or 10 s after the first if fewer come.
@@ -32,6 +41,7 @@
  * here takes them.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -47,6 +57,65 @@
 #include <unistd.h>
 
 #include <linux/vfio.h>
+
+/* The iommufd uapi, from 6.12's include/uapi/linux/iommufd.h and the VFIO cdev ioctls
+ * from its include/uapi/linux/vfio.h (6.6+), for hosts whose linux-libc-dev predates them
+ * (bookworm's 6.1 has neither): the same layouts and numbers. */
+#ifndef IOMMUFD_TYPE
+#define IOMMUFD_TYPE (';')
+#define IOMMUFD_CMD_IOAS_ALLOC 0x81
+#define IOMMUFD_CMD_IOAS_IOVA_RANGES 0x84
+#define IOMMUFD_CMD_IOAS_MAP 0x85
+struct iommu_ioas_alloc {
+	__u32 size;
+	__u32 flags;
+	__u32 out_ioas_id;
+};
+#define IOMMU_IOAS_ALLOC _IO(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_ALLOC)
+struct iommu_iova_range {
+	__aligned_u64 start;
+	__aligned_u64 last;
+};
+struct iommu_ioas_iova_ranges {
+	__u32 size;
+	__u32 ioas_id;
+	__u32 num_iovas;
+	__u32 __reserved;
+	__aligned_u64 allowed_iovas;
+	__aligned_u64 out_iova_alignment;
+};
+#define IOMMU_IOAS_IOVA_RANGES _IO(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_IOVA_RANGES)
+enum iommufd_ioas_map_flags {
+	IOMMU_IOAS_MAP_FIXED_IOVA = 1 << 0,
+	IOMMU_IOAS_MAP_WRITEABLE = 1 << 1,
+	IOMMU_IOAS_MAP_READABLE = 1 << 2,
+};
+struct iommu_ioas_map {
+	__u32 size;
+	__u32 flags;
+	__u32 ioas_id;
+	__u32 __reserved;
+	__aligned_u64 user_va;
+	__aligned_u64 length;
+	__aligned_u64 iova;
+};
+#define IOMMU_IOAS_MAP _IO(IOMMUFD_TYPE, IOMMUFD_CMD_IOAS_MAP)
+#endif
+#ifndef VFIO_DEVICE_BIND_IOMMUFD
+struct vfio_device_bind_iommufd {
+	__u32 argsz;
+	__u32 flags;
+	__s32 iommufd;
+	__u32 out_devid;
+};
+#define VFIO_DEVICE_BIND_IOMMUFD _IO(VFIO_TYPE, VFIO_BASE + 18)
+struct vfio_device_attach_iommufd_pt {
+	__u32 argsz;
+	__u32 flags;
+	__u32 pt_id;
+};
+#define VFIO_DEVICE_ATTACH_IOMMUFD_PT _IO(VFIO_TYPE, VFIO_BASE + 19)
+#endif
 
 #define GUEST_PROGRAM "vfio-rx"
 #include "guest-util.h"
@@ -103,6 +172,12 @@ static volatile uint32_t *bar;
 static int device_fd;
 static uint64_t bar_off;
 
+/* --iommufd: the objects the device's DMA goes through, for the ground truth */
+static struct {
+	int on, iommufd, ioas_id, hwpt_id, devid;
+	char cdev[64];
+} ifd;
+
 static uint32_t rd(uint32_t reg)
 {
 	uint32_t v;
@@ -158,6 +233,25 @@ static void *populate(size_t size, int nohuge, const char *what)
 
 static void map_dma(int container, struct mapping *m)
 {
+	if (ifd.on) {
+		struct iommu_ioas_map map = {
+			.size = sizeof map,
+			.flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE,
+			.ioas_id = ifd.ioas_id,
+			.user_va = (uintptr_t)m->vaddr,
+			.length = m->size,
+			.iova = m->iova,
+		};
+		double t = now();
+		if (ioctl(ifd.iommufd, IOMMU_IOAS_MAP, &map))
+			die("IOMMU_IOAS_MAP %s at IOVA 0x%" PRIx64 " (+0x%" PRIx64 "): %s", m->use, m->iova, m->size,
+			    strerror(errno));
+		if (map.iova != m->iova)
+			die("IOMMU_IOAS_MAP put %s at IOVA 0x%llx, not 0x%" PRIx64, m->use, (unsigned long long)map.iova,
+			    m->iova);
+		m->map_s = now() - t;
+		return;
+	}
 	struct vfio_iommu_type1_dma_map map = {
 		.argsz = sizeof map,
 		.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
@@ -172,7 +266,8 @@ static void map_dma(int container, struct mapping *m)
 	m->map_s = now() - t;
 }
 
-/* the physical page of every 4 KiB, read after VFIO_IOMMU_MAP_DMA pinned them (a long-term
+/* the physical page of every 4 KiB, read after VFIO_IOMMU_MAP_DMA (or IOMMU_IOAS_MAP into
+ * the attached domain) pinned them (a long-term
  * pin may migrate a page first, and a pinned page does not move) */
 static void read_pagemap(struct mapping *m)
 {
@@ -248,7 +343,12 @@ static void write_truth(const char *path, const char *bdf, int group, struct map
 	struct timespec up;
 	clock_gettime(CLOCK_BOOTTIME, &up);
 	fprintf(f, "{\n \"pid\": %d,\n \"comm\": \"%s\",\n \"bdf\": \"%s\",\n \"iommu_group\": %d,\n"
-		" \"container\": \"type1v2\",\n \"driver\": \"vfio-pci\",\n", getpid(), comm, bdf, group);
+		" \"container\": \"%s\",\n \"driver\": \"vfio-pci\",\n", getpid(), comm, bdf, group,
+		ifd.on ? "iommufd" : "type1v2");
+	if (ifd.on)
+		fprintf(f, " \"iommufd\": {\"cdev\": \"%s\", \"devid\": %d, \"ioas_id\": %d, \"hwpt_id\": %d,"
+			" \"iommufd_fd\": %d, \"device_fd\": %d, \"attached_before_map\": true},\n",
+			ifd.cdev, ifd.devid, ifd.ioas_id, ifd.hwpt_id, ifd.iommufd, device_fd);
 	fprintf(f, " \"mappings\": [\n");
 	for (int k = 0; k < nmaps; k++) {
 		struct mapping *m = &maps[k];
@@ -277,8 +377,14 @@ static void write_truth(const char *path, const char *bdf, int group, struct map
 
 /* the IOVA ranges type1 accepts (VFIO_IOMMU_GET_INFO's capability chain), as JSON; each
  * of our mappings must lie inside one */
+static void iommufd_iova_ranges(char *json, size_t len, struct mapping *maps, int nmaps);
+
 static void iova_ranges(int container, char *json, size_t len, struct mapping *maps, int nmaps)
 {
+	if (ifd.on) {
+		iommufd_iova_ranges(json, len, maps, nmaps);
+		return;
+	}
 	size_t sz = 4096;
 	struct vfio_iommu_type1_info *info = calloc(1, sz);
 	info->argsz = sz;
@@ -311,6 +417,68 @@ static void iova_ranges(int container, char *json, size_t len, struct mapping *m
 			    maps[k].size, json);
 	}
 	free(info);
+}
+
+/* --iommufd: the IOVA ranges the IOAS allows now that the device is attached
+ * (IOMMU_IOAS_IOVA_RANGES: the domain's aperture less the reserved regions) */
+static void iommufd_iova_ranges(char *json, size_t len, struct mapping *maps, int nmaps)
+{
+	struct iommu_iova_range r[32];
+	struct iommu_ioas_iova_ranges q = {.size = sizeof q, .ioas_id = ifd.ioas_id, .num_iovas = 32,
+					   .allowed_iovas = (uintptr_t)r};
+	if (ioctl(ifd.iommufd, IOMMU_IOAS_IOVA_RANGES, &q))
+		die("IOMMU_IOAS_IOVA_RANGES: %s", strerror(errno));
+	size_t w = snprintf(json, len, "[");
+	for (uint32_t i = 0; i < q.num_iovas && w < len - 2; i++)
+		w += snprintf(json + w, len - 2 - w, "%s[%" PRIu64 ", %" PRIu64 "]", i ? ", " : "",
+			      (uint64_t)r[i].start, (uint64_t)r[i].last);
+	w = w < len - 2 ? w : len - 2;
+	json[w] = ']';
+	json[w + 1] = 0;
+	for (int k = 0; k < nmaps; k++) {
+		int inside = 0;
+		for (uint32_t i = 0; i < q.num_iovas; i++)
+			inside |= maps[k].iova >= r[i].start && maps[k].iova + maps[k].size - 1 <= r[i].last;
+		if (!inside)
+			die("IOVA 0x%" PRIx64 " (+0x%" PRIx64 ") is outside the IOAS's IOVA ranges %s", maps[k].iova,
+			    maps[k].size, json);
+	}
+}
+
+/* --iommufd: the device's cdev (its name from sysfs), bound to a fresh iommufd, and an IOAS
+ * it is attached to; the device fd goes to device_fd */
+static void iommufd_open(const char *bdf)
+{
+	char path[256];
+	snprintf(path, sizeof path, "/sys/bus/pci/devices/%s/vfio-dev", bdf);
+	DIR *d = opendir(path);
+	if (!d)
+		die("%s: %s (no VFIO device cdev: CONFIG_VFIO_DEVICE_CDEV?)", path, strerror(errno));
+	for (struct dirent *e; (e = readdir(d));)
+		if (!strncmp(e->d_name, "vfio", 4))
+			snprintf(ifd.cdev, sizeof ifd.cdev, "%.60s", e->d_name);
+	closedir(d);
+	if (!ifd.cdev[0])
+		die("%s has no vfioN entry", path);
+	snprintf(path, sizeof path, "/dev/vfio/devices/%s", ifd.cdev);
+	device_fd = open(path, O_RDWR);
+	if (device_fd < 0)
+		die("%s: %s", path, strerror(errno));
+	ifd.iommufd = open("/dev/iommu", O_RDWR);
+	if (ifd.iommufd < 0)
+		die("/dev/iommu: %s (CONFIG_IOMMUFD?)", strerror(errno));
+	struct vfio_device_bind_iommufd bind = {.argsz = sizeof bind, .iommufd = ifd.iommufd};
+	if (ioctl(device_fd, VFIO_DEVICE_BIND_IOMMUFD, &bind))
+		die("VFIO_DEVICE_BIND_IOMMUFD %s: %s", path, strerror(errno));
+	ifd.devid = bind.out_devid;
+	struct iommu_ioas_alloc alloc = {.size = sizeof alloc};
+	if (ioctl(ifd.iommufd, IOMMU_IOAS_ALLOC, &alloc))
+		die("IOMMU_IOAS_ALLOC: %s", strerror(errno));
+	ifd.ioas_id = alloc.out_ioas_id;
+	struct vfio_device_attach_iommufd_pt attach = {.argsz = sizeof attach, .pt_id = ifd.ioas_id};
+	if (ioctl(device_fd, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &attach))
+		die("VFIO_DEVICE_ATTACH_IOMMUFD_PT to IOAS %d: %s", ifd.ioas_id, strerror(errno));
+	ifd.hwpt_id = attach.pt_id;      /* out: the hwpt the kernel allocated for the IOAS */
 }
 
 #include "kvm-vm.h"
@@ -375,7 +543,7 @@ int main(int argc, char **argv)
 		{"truth", required_argument, 0, 't'}, {"big-mib", required_argument, 0, 'B'},
 		{"big-aliases", required_argument, 0, 'A'},
 		{"marker-fd", required_argument, 0, 'm'}, {"truth-after", required_argument, 0, 'a'},
-		{"vm", no_argument, 0, 'v'}, {0, 0, 0, 0}};
+		{"vm", no_argument, 0, 'v'}, {"iommufd", no_argument, 0, 'I'}, {0, 0, 0, 0}};
 	for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
 		switch (c) {
 		case 'b': bdf = optarg; break;
@@ -386,6 +554,7 @@ int main(int argc, char **argv)
 		case 'm': marker_fd = atoi(optarg); break;
 		case 'a': truth_after = strtoul(optarg, NULL, 0); break;
 		case 'v': vm_mode = 1; break;
+		case 'I': ifd.on = 1; break;
 		default: die("usage: vfio-rx --bdf BDF --group N --truth FILE [--big-mib MIB] [--marker-fd FD]");
 		}
 	}
@@ -393,12 +562,20 @@ int main(int argc, char **argv)
 		die("--big-aliases %lu: 1 to %d", big_aliases, MAX_ALIASES);
 	if (vm_mode && big_mib)
 		die("--vm and --big-mib: the VM's guest RAM is its only mapping");
+	if (vm_mode && ifd.on)
+		die("--vm and --iommufd: the VM is attached through the group");
 	if (!bdf || group_id < 0 || !truth)
-		die("usage: vfio-rx --bdf BDF --group N --truth FILE [--big-mib MIB] [--marker-fd FD]");
+		die("usage: vfio-rx --bdf BDF --group N --truth FILE [--big-mib MIB] [--marker-fd FD] [--iommufd]");
 	double t0 = now();
+	int container = -1;
+	struct vm vm = {0};
+	if (ifd.on) {
+		iommufd_open(bdf);
+		goto memory;
+	}
 
 	/* container, group, type1v2, device */
-	int container = open("/dev/vfio/vfio", O_RDWR);
+	container = open("/dev/vfio/vfio", O_RDWR);
 	if (container < 0)
 		die("/dev/vfio/vfio: %s", strerror(errno));
 	if (ioctl(container, VFIO_GET_API_VERSION) != VFIO_API_VERSION)
@@ -419,13 +596,13 @@ int main(int argc, char **argv)
 		die("VFIO_GROUP_SET_CONTAINER: %s", strerror(errno));
 	if (ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU))
 		die("VFIO_SET_IOMMU(VFIO_TYPE1v2_IOMMU): %s", strerror(errno));
-	struct vm vm = {0};
 	if (vm_mode)
 		vm_create(&vm, group);
 	device_fd = ioctl(group, VFIO_GROUP_GET_DEVICE_FD, bdf);
 	if (device_fd < 0)
 		die("VFIO_GROUP_GET_DEVICE_FD %s: %s", bdf, strerror(errno));
 
+memory:;
 	/* memory: the RX ring with its buffers, and optionally the large mapped-only region */
 	struct mapping maps[1 + MAX_ALIASES];
 	int nmaps = 0;
