@@ -1,0 +1,180 @@
+"""The sample factory's iommufd scenario (vfio-iommufd-fault): the NIC owned by vfio-rx
+--iommufd through its VFIO device cdev and /dev/iommu on our 6.12 kernel (kernel-patches/build
+--series 6.12), scalable-mode VT-d in the first kernel and legacy in the capture kernel. What
+the generator and the kernel's config fragment define, and the records of the generated
+sample in the cache against each other: run.json, the userspace driver's
+ground-truth/vfio.json, QEMU's trace and the capture log. The dump's decoding is
+tests/test_vfio.py's."""
+
+from __future__ import annotations
+
+import json
+import lzma
+import os
+import re
+from pathlib import Path
+
+import pytest
+from conftest import REPO, cached_samples, load_generator
+
+NAME = "vfio-iommufd-fault"
+# our kernel's release ("6.12.118"), not trixie's stock "6.12.118+deb13-amd64"
+SERIES = re.compile(r"6\.12\.\d+$")
+FRAGMENT = REPO / "kernel-patches" / "config" / "qemu-q35-vtd-6.12.config"
+RX_IOVA = 0x10000000        # guest/vfio-rx.c: the ring and its buffers, as on the type1 path
+PAGE = 4096
+
+GEN = load_generator()
+ROOT = cached_samples(NAME, SERIES)
+
+
+def scenario_dir() -> Path:
+    """The cached scenario; skipped with one line when it is not there, an error in CI."""
+    if ROOT is None:
+        msg = f"no {NAME} in the cache: sample-dumps/generate --scenario iommufd (scripts/setup does)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return ROOT / NAME
+
+
+def records(d: Path) -> tuple[dict, dict, str]:
+    run = json.loads((d / "run.json").read_text())
+    truth = json.loads((d / "ground-truth" / "vfio.json").read_text())
+    return run, truth, (d / "capture-dmesg.txt").read_text(errors="replace")
+
+
+# --- definitions (no sample needed) ---------------------------------------------
+
+def test_the_generator_defines_the_scenario():
+    sc = GEN.SCENARIOS[NAME]
+    assert GEN.SCENARIO_GROUPS["iommufd"] == [NAME]
+    assert sc.series == "6.12" and not sc.distro and sc.vfio == "iommufd" and sc.scalable_mode
+    assert sc.expects_fault and sc.first_iommu.endswith("sm_on") and sc.capture_iommu.endswith("sm_off")
+    # neither a committed scenario nor one of the stock kernel's groups setup runs
+    for group in ("all", "distro", "vfio", "first-stage", "amd", "hw", "cma"):
+        assert NAME not in GEN.SCENARIO_GROUPS[group], group
+    assert GEN.VFIO_MODES["iommufd"] == "iommufd" and "iommufd" in GEN.VFIO_DMA_OWNER["iommufd"]
+    events = {GEN.CANONICAL_EVENTS.get(e, e) for e in GEN.trace_events(sc)}
+    assert {"e1000e_rx_descr", "e1000e_rx_desc_buff_write", "vtd_dmar_fault"} <= events
+    k = GEN.Kernel(Path("/k/bzImage"), Path("/k/vmlinux.debug"), {"kernel_release": "6.12.118", "build_id": "0"})
+    first = " ".join(GEN.qemu_command(sc, k, Path("/i"), Path("/w"), 1))
+    assert "x-scalable-mode=on" in first and "dumpkit.vfio=iommufd" in first and "intel_iommu=on,sm_on" in first
+    capture = GEN.capture_cmdline(sc, k)
+    # our 6.12 kernel carries no port-reset patch: nothing to switch off
+    assert "intel_iommu=on,sm_off" in capture and "pci=nokdumpreset" not in capture
+    assert f"-d {GEN.DUMP_LEVEL}" in GEN.makedumpfile_args(sc, k)
+
+
+def test_the_config_fragment_builds_vfio_and_iommufd_in():
+    lines = {ln.split("=", 1)[0]: ln.split("=", 1)[1] for ln in FRAGMENT.read_text().splitlines()
+             if ln and not ln.startswith("#")}
+    for opt in ("IOMMUFD", "VFIO", "VFIO_DEVICE_CDEV", "VFIO_GROUP", "VFIO_CONTAINER", "VFIO_PCI", "INTEL_IOMMU",
+                "IRQ_REMAP", "E1000E", "KEXEC_FILE", "CRASH_DUMP", "PROC_VMCORE", "9P_FS", "SERIAL_8250_CONSOLE",
+                "DEBUG_INFO_DWARF5"):
+        assert lines.get(f"CONFIG_{opt}") == "y", opt
+    # built in: vmlinux's DWARF covers vfio and iommufd (no module debug files)
+    assert lines["CONFIG_MODULES"] == "n" and lines["CONFIG_DEBUG_INFO_REDUCED"] == "n"
+    build = (REPO / "kernel-patches" / "build").read_text()
+    assert "qemu-q35-vtd-6.12.config" in build and "linux-source-6.12" in build
+
+
+# --- the cached sample's records ---------------------------------------------------
+
+def test_the_manifest_names_our_6_12_kernel():
+    d = scenario_dir()
+    manifest = json.loads((d.parent / "manifest.json").read_text())
+    k = manifest["kernel"]
+    assert SERIES.match(k["kernel_release"]) and k["source_package"] == "linux-source-6.12"
+    assert k["config_fragment"] == "kernel-patches/config/qemu-q35-vtd-6.12.config" and k["patches"] == []
+    (vmcore,) = [e for e in manifest["dumps"] if e["scenario"] == NAME and e["kind"] == "first-kernel vmcore"]
+    assert vmcore["build_id"] == k["build_id"] and (d.parent / vmcore["file"]).is_file()
+    info = d.parent / Path(k["bzimage"]).parent / "build-info.json"
+    if info.is_file():
+        built = json.loads(info.read_text())
+        assert built["build_id"] == k["build_id"] and built["kernel_release"] == k["kernel_release"]
+    run = json.loads((d / "run.json").read_text())
+    assert run["kernel_release"] == k["kernel_release"]
+    assert k["kernel_release"] in (d / "ground-truth" / "uname.txt").read_text()
+
+
+def test_run_json_agrees_with_the_driver_s_record():
+    d = scenario_dir()
+    run, truth, _ = records(d)
+    assert run["dma_owner"] == GEN.VFIO_DMA_OWNER["iommufd"]
+    assert run["capture_path"]["format"] == "kdump-compressed"
+    assert run["capture_path"]["dump_level"] == GEN.DUMP_LEVEL
+    v = run["vfio"]
+    assert v["mode"] == "iommufd" and v["container"] == truth["container"] == "iommufd"
+    assert (v["pid"], v["comm"], v["bdf"], v["iommu_group"]) == \
+        (truth["pid"], truth["comm"], truth["bdf"], truth["iommu_group"])
+    assert v["iommufd"] == truth["iommufd"]
+    assert [(int(m["iova"], 16), int(m["size"], 16)) for m in v["mappings"]] == \
+        [(m["iova"], m["size"]) for m in truth["mappings"]]
+    assert {k: v["ring"][k] for k in v["ring"]} == {k: truth["ring"][k] for k in v["ring"]}
+    assert GEN.mechanism_problems(GEN.SCENARIOS[NAME], d) == []
+
+
+def test_the_driver_owns_the_nic_through_iommufd():
+    d = scenario_dir()
+    _, t, _ = records(d)
+    i = t["iommufd"]
+    assert re.fullmatch(r"vfio\d+", i["cdev"]) and i["attached_before_map"] is True
+    # iommufd object ids: the IOAS, the device's bond and the hwpt the attach allocated
+    assert len({i["ioas_id"], i["devid"], i["hwpt_id"]}) == 3 and min(i["ioas_id"], i["devid"], i["hwpt_id"]) > 0
+    fds = (d / "ground-truth" / "vfio-rx-fds.txt").read_text()
+    assert re.search(rf"\b{i['iommufd_fd']} -> /dev/iommu$", fds, re.MULTILINE)
+    assert re.search(rf"\b{i['device_fd']} -> /dev/vfio/devices/{i['cdev']}$", fds, re.MULTILINE)
+    assert "/dev/vfio/vfio" not in fds and not re.search(r"/dev/vfio/\d+$", fds, re.MULTILINE)   # no container, group
+    takeover = (d / "ground-truth" / "vfio-takeover.txt").read_text()
+    assert f"vfio_cdev {i['cdev']}\n" in takeover and f"bdf {t['bdf']}\n" in takeover
+    assert re.search(r"^modules\s*$", takeover, re.MULTILINE)       # built in: nothing loaded
+    pci = json.loads((d / "ground-truth" / "pci.json").read_text())["devices"][t["bdf"]]
+    assert pci["driver"] == "vfio-pci" and pci["iommu_group"] == t["iommu_group"] and pci["bus_master"]
+
+
+def test_the_mappings_are_the_type1_path_s():
+    d = scenario_dir()
+    _, t, _ = records(d)
+    (m,) = t["mappings"]
+    ring = t["ring"]
+    # the RX region at the type1 path's IOVA: 4096 legacy descriptors, then 4096 2 KiB buffers
+    assert m["iova"] == ring["iova"] == RX_IOVA and ring["descriptors"] == 4096 and ring["buffer_size"] == 2048
+    assert ring["buffers_iova"] == RX_IOVA + 4096 * 16
+    assert m["size"] == 4096 * 16 + 4096 * 2048 and m["prot"] == "rw"
+    assert sum(n for _p, n in m["phys"]) == m["size"]
+    assert all(p % PAGE == 0 and n % PAGE == 0 and n > 0 for p, n in m["phys"])
+    assert any(lo <= m["iova"] and m["iova"] + m["size"] - 1 <= hi for lo, hi in t["iova_ranges"])
+    assert t["ring"]["received"] > 0 and 0 <= ring["rdh"] < ring["descriptors"]
+    maps = (d / "ground-truth" / "vfio-rx-maps.txt").read_text()
+    assert f"{m['vaddr']:x}-{m['vaddr'] + m['size']:x} " in maps
+
+
+def test_qemu_s_trace_gives_run_json_s_counts(tmp_path):
+    d = scenario_dir()
+    run, truth, _ = records(d)
+    trace = tmp_path / "qemu-trace.log"
+    with lzma.open(d / "qemu-trace.log.xz", "rb") as f:
+        trace.write_bytes(f.read())
+    again = GEN.vfio_facts(GEN.SCENARIOS[NAME], truth, trace, run)
+    assert again["traced_rx_dma"] == run["vfio"]["traced_rx_dma"]
+    c = run["vfio"]["traced_rx_dma"]
+    assert c["buffer_writes_before_crash"] > 0 and c["buffer_writes_after_crash"] > 0
+    # DMAR faults in QEMU's trace after the crash, from the NIC
+    bdf = truth["bdf"][-7:]
+    bus, dev, fn = int(bdf[:2], 16), int(bdf[3:5], 16), int(bdf[6])
+    sid = bus << 8 | dev << 3 | fn
+    faults = [float(t) for t, s in re.findall(r"^\d+@(\d+\.\d+):vtd_dmar_fault sid 0x([0-9a-f]+)",
+                                             trace.read_text(errors="replace"), re.MULTILINE)
+              if int(s, 16) == sid]
+    assert faults and min(faults) >= run["crash_epoch"]
+
+
+def test_the_capture_kernel_faults_at_the_ioas_iovas():
+    d = scenario_dir()
+    _, t, log = records(d)
+    assert "Failed to copy translation tables from previous kernel" in log
+    faults = [int(a, 16) for dev, a in GEN.DMAR_FAULT_LINE.findall(log) if dev == t["bdf"][-7:]]
+    assert faults and all(any(m["iova"] <= a < m["iova"] + m["size"] for m in t["mappings"]) for a in faults)
+    assert "sm_on" in (d / "ground-truth" / "cmdline.txt").read_text()
+    assert "sm_off" in (d / "capture-ground-truth" / "cmdline.txt").read_text()
