@@ -176,6 +176,25 @@ def test_a_vm_s_capture_faults_are_named_by_guest_physical_address():
         assert t["ring"]["iova"] <= gpa < ring_end, x
 
 
+def test_struct_kvm_needs_no_kvm_module_debug_info(tmp_path):
+    """The same dump with a debug tree lacking kvm.ko and kvm-amd.ko: the VM's pid and
+    memory slots are read all the same (vmlinux's own debug info has struct kvm, which
+    code built into the kernel includes), so kvm's debug files are not a requirement."""
+    _d, _dump = opened("vfio-vm-fault")
+    root = ROOTS["vfio-vm-fault"]
+    debug = (root / _kernel(root)["debug_dir"]).resolve()
+    for f in debug.rglob("*"):
+        if f.is_file() and not f.name.startswith("kvm"):
+            (tmp_path / f.relative_to(debug)).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / f.relative_to(debug)).symlink_to(f)
+    dump = dumpkit.open(next((root / "vfio-vm-fault").glob("vmcore*")), debuginfo=[str(tmp_path)])
+    with_debug = {m.name for m in dump.prog.modules() if m.debug_file_status.name == "HAVE"}
+    assert "vfio" in with_debug and not any(n.startswith("kvm") for n in with_debug), with_debug
+    owner = vfio_device(dump.pci()).vfio
+    vm = truth("vfio-vm-fault")["vm"]
+    assert owner.vm_pid == vm["vmm_pid"] and [s.hva for s in owner.vm_slots] == [vm["guest_ram_hva"]]
+
+
 def test_cli_shows_the_owner():
     d, _dump = opened("vfio-copied")
     t = truth("vfio-copied")

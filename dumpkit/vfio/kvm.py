@@ -2,9 +2,10 @@
 memory slots, which turn the VMM's memory that the container mapped into the VM's
 guest-physical addresses.
 
-``struct kvm`` is defined in ``include/linux/kvm_host.h`` and used by kvm.ko: on a
-distribution kernel the kvm module's debug info is needed (vfio's own debug info knows
-the type by name only).
+``struct kvm`` is defined in ``include/linux/kvm_host.h``. Debian's vmlinux debug info
+has it whole (code built into the kernel includes that header), so kvm.ko's debug file is
+not needed there (tests/test_vfio.py checks it); vfio's own debug info knows the type by
+name only, hence the lookup by name.
 
 Layout history (probes made once per program, :func:`dumpkit.kernel.has_member`):
 
@@ -29,8 +30,8 @@ __all__ = ["VmSlot", "VmFacts", "vm_facts", "MAX_SLOTS"]
 PAGE_SHIFT = 12
 # KVM_MEM_SLOTS_NUM is SHRT_MAX: a longer tree is damage
 MAX_SLOTS = 32767
-NO_KVM_TYPE = ("struct kvm is not in the loaded debug info (it is defined for kvm.ko: pass the kvm module's "
-               "debug file with --debuginfo)")
+NO_KVM_TYPE = ("struct kvm is not in the loaded debug info (neither vmlinux's nor a module's: pass the kvm "
+               "module's debug file with --debuginfo)")
 
 
 @dataclass(frozen=True)
