@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import CACHE, REPO, load_generator
+from conftest import REPO, cached_samples, load_generator
 
 NAME = "vfio-iommufd-fault"
 # our kernel's release ("6.12.118"), not trixie's stock "6.12.118+deb13-amd64"
@@ -25,18 +25,7 @@ RX_IOVA = 0x10000000        # guest/vfio-rx.c: the ring and its buffers, as on t
 PAGE = 4096
 
 GEN = load_generator()
-
-
-def cached_root() -> Path | None:
-    """The newest samples/custom/RELEASE/ (our kernels of another series: not among the
-    stock kernels' samples/RELEASE/) of a 6.12 release whose manifest has the scenario."""
-    found = [m.parent for m in (CACHE / "samples" / "custom").glob("*/manifest.json")
-             if SERIES.match(json.loads(m.read_text()).get("kernel", {}).get("kernel_release", ""))
-             and any(d["scenario"] == NAME for d in json.loads(m.read_text())["dumps"])]
-    return max(found, key=lambda r: (r / "manifest.json").stat().st_mtime) if found else None
-
-
-ROOT = cached_root()
+ROOT = cached_samples(NAME, SERIES)
 
 
 def scenario_dir() -> Path:
@@ -106,10 +95,11 @@ def test_the_manifest_names_our_6_12_kernel():
     assert vmcore["build_id"] == k["build_id"] and (d.parent / vmcore["file"]).is_file()
     # the debug directory a reader passes to --debuginfo: the kernel's build output
     assert Path(k["debug_dir"]) == Path(k["bzimage"]).parent == Path(k["debug_file"]).parent
-    info = d.parent / Path(k["bzimage"]).parent / "build-info.json"
-    if info.is_file():
-        built = json.loads(info.read_text())
-        assert built["build_id"] == k["build_id"] and built["kernel_release"] == k["kernel_release"]
+    # the kernel's cache directory, where kernel-patches/build put it
+    built = json.loads((d.parent / Path(k["bzimage"]).parent / "build-info.json").read_text())
+    assert built["build_id"] == k["build_id"] and built["kernel_release"] == k["kernel_release"]
+    assert built["source_version"] == k["source_version"] and built["jobs"] > 0 and built["build_seconds"] > 0
+    assert (d.parent / k["debug_file"]).is_file() and (d.parent / k["bzimage"]).is_file()
     run = json.loads((d / "run.json").read_text())
     assert run["kernel_release"] == k["kernel_release"]
     assert k["kernel_release"] in (d / "ground-truth" / "uname.txt").read_text()
