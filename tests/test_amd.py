@@ -200,20 +200,23 @@ def test_capture_kernel_marks_the_copied_device_table(case, capture):
 
 def test_verdict_from_the_capture_dump_says_copied_tables(case, capture):
     """Given the capture kernel's dump instead of its log, the copy is read from memory:
-    the NIC was on the copied table. Whether it kept writing while the capture kernel ran is
-    decided by QEMU's trace of this run (on a fast host the NIC still had free descriptors
-    after the capture kernel's /init; on a slow one its ring was full before): where QEMU
-    traced receive writes after /init, the rings differ between the two dumps and the claim
-    is "wrote" (observed); where it traced none, they are the same and the claim is unknown,
-    never "hit"."""
+    the NIC was on the copied table. Whether it kept writing while the capture kernel ran
+    depends on this run (on a fast host the NIC still had free descriptors after the capture
+    kernel's /init; on a slow one its ring was full before). "wrote" (observed) needs rings
+    that changed between the two dumps and receive writes QEMU traced after /init; rings
+    that did not change give unknown, never "hit" or "no". Writes traced after /init do not
+    by themselves make the rings differ: those that land before makedumpfile reads the ring
+    pages are in the vmcore too (a fresh run showed 106 such writes and unchanged rings), and
+    this scenario records no instant for the end of the save."""
     from dumpkit.verdict import judge
 
     dump, truth, _state = case
     nic = judge(dump, [], capture_dump=capture).get(next(b for b, d in truth.items() if d["driver"] == "e1000e"))
     hit = nic.hit_capture_kernel
     run = json.loads((ROOT / SCENARIO / "run.json").read_text())
-    if run["qemu_events"]["counts"]["after_capture_init"].get("e1000e_rx_written_to_guest"):
-        assert hit.value is True and hit.word == "wrote" and hit.basis == "observed", str(hit)
+    traced = run["qemu_events"]["counts"]["after_capture_init"].get("e1000e_rx_written_to_guest")
+    if hit.value is True:
+        assert traced and hit.word == "wrote" and hit.basis == "observed", str(hit)
         assert "changed between the vmcore and the capture dump" in str(hit)
     else:
         assert hit.value is None and "copied (capture dump)" in str(hit)
