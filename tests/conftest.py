@@ -121,11 +121,14 @@ def capture_log(scenario: str) -> str:
 @pytest.fixture(scope="session")
 def live_guest(tmp_path_factory):
     out = tmp_path_factory.mktemp("live")
+    # generate's --timeout counts from its start, boot included: a busy host once took
+    # nearly 300 s to boot it, and the guest was gone when the test came to read it. The
+    # fixture ends the guest itself; the timeout only bounds a guest left behind.
     proc = subprocess.Popen([sys.executable, str(REPO / "sample-dumps" / "generate"), "--live",
-                             "--out", str(out), "--timeout", "300"],
+                             "--out", str(out), "--timeout", "1800"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 600
         line = ""
         while time.monotonic() < deadline and "ready" not in line:
             line = proc.stdout.readline()
