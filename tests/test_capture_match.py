@@ -96,7 +96,10 @@ def _cached_capture_paths() -> list[tuple[str, object]]:
 
     found = {}
     for m in sorted((CACHE / "samples").glob("*/manifest.json"), key=lambda p: p.stat().st_mtime):
-        for d in json.loads(m.read_text())["dumps"]:
+        manifest = json.loads(m.read_text())
+        if not manifest["kernel"].get("debug_package"):
+            continue        # our own kernels (the iommufd scenario's 6.12 has no RTC driver)
+        for d in manifest["dumps"]:
             run = m.parent / d["scenario"] / "run.json"
             if d["kind"] == "first-kernel vmcore" and run.is_file() and "capture_path" in json.loads(run.read_text()):
                 found[d["scenario"]] = (m.parent, d["file"])
@@ -149,7 +152,10 @@ def _cached_first_kernel_dumps() -> dict:
 
     out = {}
     for m in sorted((CACHE / "samples").glob("*/manifest.json"), key=lambda p: p.stat().st_mtime):
-        for d in json.loads(m.read_text())["dumps"]:
+        manifest = json.loads(m.read_text())
+        if not manifest["kernel"].get("debug_package"):
+            continue        # our own kernels (the iommufd scenario's 6.12 has no RTC driver)
+        for d in manifest["dumps"]:
             if d["kind"] == "first-kernel vmcore" and (m.parent / d["scenario"] / "capture-dmesg.txt").is_file():
                 out[d["scenario"]] = (m.parent, m.parent / d["file"])
     return out

@@ -28,7 +28,10 @@ DISTRO_ROOTS = sorted(m.parent for m in (CACHE / "samples").glob("*/manifest.jso
 # crashes and capture-state dumps, as the manifests name them (the name follows the capture path)
 DISTRO_DUMPS = sorted(r / d["file"] for r in DISTRO_ROOTS for d in json.loads((r / "manifest.json").read_text())["dumps"]
                       if (r / d["file"]).is_file())
-DISTRO_DEBUG = sorted((CACHE / "distro").glob("*/debug"))
+# each cached kernel's debug info as its manifest names it: a stock kernel's unpacked -dbg
+# tree, or our own build's directory (the iommufd scenario's 6.12)
+DISTRO_DEBUG = sorted({(r / (k.get("debug_dir") or k["debug_file"])).resolve()
+                       for r in DISTRO_ROOTS for k in [json.loads((r / "manifest.json").read_text())["kernel"]]})
 DUMPKIT = [sys.executable, "-m", "dumpkit.cli"]
 ENV = {**os.environ, "DEBUGINFOD_URLS": "", "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "1",
        "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "1.0", "DASK_LOGGING__DISTRIBUTED": "error"}
