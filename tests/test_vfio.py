@@ -23,11 +23,17 @@ from dumpkit.vfio.kvm import VmSlot
 from dumpkit.vfio.model import VfioMapping, VfioOwner
 
 CACHE = Path(os.environ.get("DUMPKIT_CACHE") or Path.home() / ".cache" / "dumpkit")
-SCENARIOS = ("vfio-copied", "vfio-nocopy-fault", "vfio-vm-fault", "vfio-iommufd-fault")
+# cases: a scenario, and after "@" a series other than the primary one
+SCENARIOS = ("vfio-copied", "vfio-nocopy-fault", "vfio-vm-fault", "vfio-iommufd-fault", "vfio-nocopy-fault@7.x")
 # the iommufd scenario runs our own 6.12 kernel (Debian's are built without IOMMUFD): its
-# release is "6.12.N", not trixie's "6.12.N+deb13-amd64"; the others the primary stock series
-SERIES = {"vfio-iommufd-fault": re.compile(r"6\.12\.\d+$")}
-FAULT_SCENARIOS = ("vfio-nocopy-fault", "vfio-iommufd-fault")
+# release is "6.12.N", not trixie's "6.12.N+deb13-amd64"; 7.x dumps at -d 23, which keeps
+# the owner's user pages; the others the primary stock series
+SERIES = {"vfio-iommufd-fault": re.compile(r"6\.12\.\d+$"), "vfio-nocopy-fault@7.x": re.compile(r"7\.")}
+FAULT_SCENARIOS = ("vfio-nocopy-fault", "vfio-iommufd-fault", "vfio-nocopy-fault@7.x")
+
+
+def _name(case: str) -> str:
+    return case.split("@")[0]
 
 
 def _roots() -> dict[str, Path]:
@@ -35,7 +41,8 @@ def _roots() -> dict[str, Path]:
     (conftest.cached_samples)."""
     from conftest import PRIMARY_SERIES, cached_samples
 
-    return {sc: root for sc in SCENARIOS if (root := cached_samples(sc, SERIES.get(sc, PRIMARY_SERIES))) is not None}
+    return {sc: root for sc in SCENARIOS
+            if (root := cached_samples(_name(sc), SERIES.get(sc, PRIMARY_SERIES))) is not None}
 
 
 ROOTS = _roots()
@@ -53,14 +60,15 @@ def opened(scenario: str):
         pytest.skip(f"no {scenario} sample in the cache: run scripts/setup")
     if scenario not in _OPEN:
         root = ROOTS[scenario]
-        run = json.loads((root / scenario / "run.json").read_text())
-        vmcore = root / scenario / run.get("capture_path", {}).get("files", {}).get("vmcore", "vmcore.kdump")
+        d = root / _name(scenario)
+        run = json.loads((d / "run.json").read_text())
+        vmcore = d / run.get("capture_path", {}).get("files", {}).get("vmcore", "vmcore.kdump")
         if not vmcore.exists():
-            vmcore = next((root / scenario).rglob("*vmcore*"))
+            vmcore = next(d.rglob("*vmcore*"))
         kernel = _kernel(root)
         debug = root / (kernel.get("debug_dir") or kernel["debug_file"])
         dump = dumpkit.open(vmcore, debuginfo=[str(debug.resolve())])
-        _OPEN[scenario] = (root / scenario, dump)
+        _OPEN[scenario] = (d, dump)
     return _OPEN[scenario]
 
 
@@ -147,6 +155,25 @@ def test_capture_faults_resolved_to_the_owner_s_buffer(scenario):
     for x in said:
         iova = int(x.split()[1], 16)
         assert any(m["iova"] <= iova < m["iova"] + m["size"] for m in t["mappings"]), x
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_did_dma_after_the_crash_says_whether_the_dump_kept_the_owner_s_pages(scenario):
+    """Without a capture log the rings decide, and they are the owner's: unknown, saying
+    whether the dump kept the owner's pages (the dump level's bit 8) and why even kept
+    pages do not give the rings (their base is in the device's registers)."""
+    t = truth(scenario)
+    _d, dump = opened(scenario)
+    e = next(e for e in judge(dump).endpoints if e.bdf == t["bdf"])
+    did = e.did_dma_after_crash
+    assert did.value is None, str(did)
+    level = dump.info.dump_level
+    if level is not None and level & 8:
+        assert any("not in this dump" in x and f"dump level {level} leaves out user pages" in x
+                   for x in did.evidence), did.evidence
+    else:
+        assert any("its owner's pages are in this dump" in x and "device's registers" in x
+                   for x in did.evidence), did.evidence
 
 
 def test_a_vm_owner_is_the_vm_the_vmm_made():

@@ -13,7 +13,7 @@
  * (type1 allows one process's pages in several mappings): a domain of N times as many
  * 4 KiB PTEs for the same pinned memory.
  *
- * --vm: the NIC is assigned to a KVM virtual machine instead, whose own driver programs
+ * --vm [--vm-ram-mib N]: the NIC is assigned to a KVM virtual machine (of N MiB) instead, whose own driver programs
  * and recycles the ring in guest RAM, mapped at IOVA = guest-physical address (kvm-vm.h).
  *
  * --iommufd: the device through iommufd instead of the type1 container (kernels >= 6.6
@@ -538,12 +538,14 @@ int main(int argc, char **argv)
 	int group_id = -1;
 	unsigned long big_mib = 0, truth_after = 16, big_aliases = 1;
 	int vm_mode = 0;
+	unsigned long vm_ram_mib = 0;
 	static const struct option opts[] = {
 		{"bdf", required_argument, 0, 'b'}, {"group", required_argument, 0, 'g'},
 		{"truth", required_argument, 0, 't'}, {"big-mib", required_argument, 0, 'B'},
 		{"big-aliases", required_argument, 0, 'A'},
 		{"marker-fd", required_argument, 0, 'm'}, {"truth-after", required_argument, 0, 'a'},
-		{"vm", no_argument, 0, 'v'}, {"iommufd", no_argument, 0, 'I'}, {0, 0, 0, 0}};
+		{"vm", no_argument, 0, 'v'}, {"iommufd", no_argument, 0, 'I'},
+		{"vm-ram-mib", required_argument, 0, 'R'}, {0, 0, 0, 0}};
 	for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
 		switch (c) {
 		case 'b': bdf = optarg; break;
@@ -554,6 +556,7 @@ int main(int argc, char **argv)
 		case 'm': marker_fd = atoi(optarg); break;
 		case 'a': truth_after = strtoul(optarg, NULL, 0); break;
 		case 'v': vm_mode = 1; break;
+		case 'R': vm_ram_mib = strtoul(optarg, NULL, 0); break;
 		case 'I': ifd.on = 1; break;
 		default: die("usage: vfio-rx --bdf BDF --group N --truth FILE [--big-mib MIB] [--marker-fd FD]");
 		}
@@ -610,11 +613,13 @@ memory:;
 	double t = now();
 	if (vm_mode) {
 		/* the VM's RAM at IOVA = guest-physical address, all of it, as a VMM maps it */
-		rx_size = VM_RAM_SIZE;
+		/* --vm-ram-mib: more guest RAM than the ring needs, in 4 KiB pages (no THP), so
+		 * that the VM's domain has a PTE per page as a VM's RAM gives it with sp_off */
+		rx_size = (size_t)vm_ram_mib << 20 > VM_RAM_SIZE ? (size_t)vm_ram_mib << 20 : VM_RAM_SIZE;
 		ring_iova = VM_RING_GPA;
 		bufs_iova = VM_BUFS_GPA;
 		maps[nmaps++] = (struct mapping){.use = "guest RAM (the VM's RX ring and buffers)", .iova = 0,
-						 .size = rx_size, .vaddr = populate(rx_size, 0, "guest RAM")};
+						 .size = rx_size, .vaddr = populate(rx_size, vm_ram_mib > 0, "guest RAM")};
 	} else
 		maps[nmaps++] = (struct mapping){.use = "rx ring and buffers", .iova = RX_IOVA, .size = rx_size,
 						 .vaddr = populate(rx_size, 0, "the RX region")};
