@@ -179,6 +179,13 @@ def test_full_disk_is_an_output_error(buffered, args):
     assert "dump may be" not in r.stderr and "Exception ignored" not in r.stderr
 
 
+def _as_at_a_terminal() -> None:
+    """In the child: SIGINT as a shell's foreground job has it. A non-interactive shell
+    starts background jobs with SIGINT ignored (CI was once started so), and a Python
+    started with it ignored keeps it ignored, rightly: Ctrl-C then never reaches it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(proc: subprocess.Popen) -> tuple[int, str]:
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -190,7 +197,7 @@ def test_ctrl_c_is_one_line_and_130(tmp_path):
     fifo = tmp_path / "log"
     os.mkfifo(fifo)
     proc = subprocess.Popen([*DUMPKIT, "faults", str(fifo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_as_at_a_terminal)
     deadline = time.monotonic() + 30
     while True:         # until dumpkit has the FIFO open for reading
         try:
@@ -225,7 +232,7 @@ def test_ctrl_c_keeps_the_finished_triage_rows(tmp_path, fmt):
     dumps = [SAMPLES / sc / "vmcore.kdump" for sc in ("idle", "nocopy-fault", "copied-traffic", "patched-nocopy",
                                                        "patched-copied")]
     proc = subprocess.Popen([*DUMPKIT, "triage", *map(str, dumps), "--format", fmt, "-o", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_as_at_a_terminal)
     # rows stream to a file beside the output (renamed over it at the end)
     streamed = (out.with_name(out.name + ".partial.jsonl") if fmt == "parquet"
                 else out.with_name(f".{out.name}.{proc.pid}.tmp"))
