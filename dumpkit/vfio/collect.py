@@ -28,7 +28,7 @@ from drgn.helpers.linux.rbtree import rb_first, rb_next
 from dumpkit.kernel import device_iommu_group, driver_data, has_member
 from dumpkit.vfio.iommufd import ioas_mappings
 from dumpkit.vfio.kvm import vm_facts
-from dumpkit.vfio.model import Process, VfioMapping, VfioOwner
+from dumpkit.vfio.model import VfioMapping, VfioOwner, process_of
 
 __all__ = ["is_vfio_driver", "vfio_owner", "MAX_MAPPINGS"]
 
@@ -75,11 +75,6 @@ def _domain_type(domain: drgn.Object) -> str | None:
     return DOMAIN_TYPES.get(t, f"type {t:#x}")
 
 
-def _process(task: drgn.Object) -> Process | None:
-    if not task:
-        return None
-    return Process(task.pid.value_(), task.comm.string_().decode(errors="replace"))
-
 
 def _mappings(iommu: drgn.Object) -> list[VfioMapping]:
     """The container's ``dma_list`` in IOVA order, bounded and loop-checked."""
@@ -94,7 +89,7 @@ def _mappings(iommu: drgn.Object) -> list[VfioMapping]:
         dma = drgn.container_of(node, "struct vfio_dma", "node")
         prot = dma.prot.value_()
         out.append(VfioMapping(dma.iova.value_(), dma.size.value_(), dma.vaddr.value_(), bool(prot & IOMMU_READ),
-                               bool(prot & IOMMU_WRITE), _process(dma.task), bool(dma.iommu_mapped),
+                               bool(prot & IOMMU_WRITE), process_of(dma.task), bool(dma.iommu_mapped),
                                dma.value_()))
         node = rb_next(node)
     return out

@@ -31,7 +31,7 @@ import drgn
 from drgn.helpers.linux.rbtree import rb_first, rb_next
 
 from dumpkit.kernel import has_member
-from dumpkit.vfio.model import Process, VfioMapping
+from dumpkit.vfio.model import VfioMapping, process_of
 
 __all__ = ["ioas_mappings", "MAX_AREAS"]
 
@@ -41,11 +41,6 @@ IOMMU_READ, IOMMU_WRITE = 1, 2
 # this many is damage to us (a VM maps its RAM in a few areas)
 MAX_AREAS = 1 << 20
 
-
-def _process(task: drgn.Object) -> Process | None:
-    if not task:
-        return None
-    return Process(task.pid.value_(), task.comm.string_().decode(errors="replace"))
 
 
 def _ioas(idev: drgn.Object) -> tuple[drgn.Object | None, str | None]:
@@ -112,7 +107,7 @@ def ioas_mappings(idev: drgn.Object) -> tuple[list[VfioMapping], list[str], dict
                 no_uaddr += 1
             else:
                 vaddr = base + area.page_offset.value_() + area.pages_node.start.value_() * PAGE_SIZE
-            process = _process(pages.source_task)
+            process = process_of(pages.source_task)
         out.append(VfioMapping(start, last - start + 1, vaddr, bool(prot & IOMMU_READ), bool(prot & IOMMU_WRITE),
                                process, bool(area.storage_domain), area.value_()))
         node = rb_next(node)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from dumpkit.vfio.kvm import VmSlot
 
-__all__ = ["VfioMapping", "VfioOwner", "Process"]
+__all__ = ["VfioMapping", "VfioOwner", "Process", "process_of"]
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,13 @@ class Process:
 
     def __str__(self) -> str:
         return f"pid {self.pid} {self.comm}"
+
+
+def process_of(task) -> Process | None:
+    """The ``struct task_struct *`` ``task`` as a :class:`Process`, or None for NULL."""
+    if not task:
+        return None
+    return Process(task.pid.value_(), task.comm.string_().decode(errors="replace"))
 
 
 @dataclass(frozen=True)
