@@ -75,6 +75,12 @@ def _domain_type(domain: drgn.Object) -> str | None:
     return DOMAIN_TYPES.get(t, f"type {t:#x}")
 
 
+def _iommu_group(owner: VfioOwner, group: drgn.Object) -> None:
+    """The IOMMU group's number and its current and default domain types."""
+    owner.group_id = group.id.value_()
+    owner.group_domain = _domain_type(group.domain)
+    owner.default_domain = _domain_type(group.default_domain)
+
 
 def _mappings(iommu: drgn.Object) -> list[VfioMapping]:
     """The container's ``dma_list`` in IOVA order, bounded and loop-checked."""
@@ -133,11 +139,8 @@ def _group(owner: VfioOwner, vdev: drgn.Object) -> None:
     owner.sources.append(f"struct vfio_group @{group.value_():#x}")
     name = _enum_name(group.type)
     owner.group_type = GROUP_TYPES.get(name, name)
-    iommu_group = group.iommu_group
-    if iommu_group:
-        owner.group_id = iommu_group.id.value_()
-        owner.group_domain = _domain_type(iommu_group.domain)
-        owner.default_domain = _domain_type(iommu_group.default_domain)
+    if group.iommu_group:
+        _iommu_group(owner, group.iommu_group)
     if has_member(prog, "struct vfio_group", "kvm") and group.kvm and not owner.vm:
         _attach_vm(owner, group.kvm)
     try:
@@ -153,9 +156,7 @@ def _iommufd(owner: VfioOwner, pdev: drgn.Object, idev: drgn.Object) -> None:
     owner.group_type = "iommu"
     group = device_iommu_group(pdev.dev)
     if group is not None:
-        owner.group_id = group.id.value_()
-        owner.group_domain = _domain_type(group.domain)
-        owner.default_domain = _domain_type(group.default_domain)
+        _iommu_group(owner, group)
     try:
         owner.mappings, sources, unknown = ioas_mappings(idev)
     except (drgn.FaultError, LookupError, ValueError, AttributeError, TypeError) as e:

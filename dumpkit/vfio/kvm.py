@@ -25,7 +25,7 @@ from drgn.helpers.linux.rbtree import rb_first, rb_next
 
 from dumpkit.kernel import has_member
 
-__all__ = ["VmSlot", "VmFacts", "vm_facts", "MAX_SLOTS"]
+__all__ = ["VmSlot", "VmFacts", "gpa_of", "vm_facts", "MAX_SLOTS"]
 
 PAGE_SHIFT = 12
 # KVM_MEM_SLOTS_NUM is SHRT_MAX: a longer tree is damage
@@ -59,13 +59,16 @@ class VmFacts:
     slots: list[VmSlot] = field(default_factory=list)
     unknown: dict[str, str] = field(default_factory=dict)
 
-    def gpa_of(self, hva: int) -> tuple[VmSlot, int] | None:
-        """The slot that holds the VMM's address ``hva`` and its guest-physical address."""
-        for s in self.slots:
-            gpa = s.gpa_of(hva)
-            if gpa is not None:
-                return s, gpa
-        return None
+
+
+def gpa_of(slots: list[VmSlot], hva: int) -> tuple[VmSlot, int] | None:
+    """The slot of ``slots`` that holds the VMM's address ``hva``, and its guest-physical
+    address, or None."""
+    for s in slots:
+        gpa = s.gpa_of(hva)
+        if gpa is not None:
+            return s, gpa
+    return None
 
 
 def _slot(mem: drgn.Object) -> VmSlot:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dumpkit.vfio.kvm import VmSlot
+from dumpkit.vfio.kvm import VmSlot, gpa_of
 
 __all__ = ["VfioMapping", "VfioOwner", "Process", "process_of"]
 
@@ -115,7 +115,7 @@ class VfioOwner:
         # from the VM's memslots, not assumed: a VMM maps guest RAM at IOVA = guest-physical
         # address only without a virtual IOMMU in the guest
         vmm = f"VMM memory at {vaddr:#x}, mapped by {whose}"
-        hit = next(((s, s.gpa_of(vaddr)) for s in self.vm_slots if s.gpa_of(vaddr) is not None), None)
+        hit = gpa_of(self.vm_slots, vaddr)
         if hit:
             return f"guest-physical {hit[1]:#x} of the VM (memslot {hit[0].slot}; {vmm})"
         if self.vm_slots:
