@@ -24,12 +24,13 @@ from dumpkit.vfio.model import VfioMapping, VfioOwner
 
 CACHE = Path(os.environ.get("DUMPKIT_CACHE") or Path.home() / ".cache" / "dumpkit")
 # cases: a scenario, and after "@" a series other than the primary one
-SCENARIOS = ("vfio-copied", "vfio-nocopy-fault", "vfio-vm-fault", "vfio-iommufd-fault", "vfio-nocopy-fault@7.x")
+SCENARIOS = ("vfio-copied", "vfio-nocopy-fault", "vfio-vm-fault", "vfio-nvme-fault", "vfio-iommufd-fault",
+             "vfio-nocopy-fault@7.x")
 # the iommufd scenario runs our own 6.12 kernel (Debian's are built without IOMMUFD): its
 # release is "6.12.N", not trixie's "6.12.N+deb13-amd64"; 7.x dumps at -d 23, which keeps
 # the owner's user pages; the others the primary stock series
 SERIES = {"vfio-iommufd-fault": re.compile(r"6\.12\.\d+$"), "vfio-nocopy-fault@7.x": re.compile(r"7\.")}
-FAULT_SCENARIOS = ("vfio-nocopy-fault", "vfio-iommufd-fault", "vfio-nocopy-fault@7.x")
+FAULT_SCENARIOS = ("vfio-nocopy-fault", "vfio-nvme-fault", "vfio-iommufd-fault", "vfio-nocopy-fault@7.x")
 
 
 def _name(case: str) -> str:
@@ -209,6 +210,27 @@ def test_a_vm_s_capture_faults_are_named_by_guest_physical_address():
         assert f"= guest-physical {gpa:#x} of the VM (memslot 0;" in x, x
         ring_end = t["ring"]["buffers_iova"] + t["ring"]["descriptors"] * t["ring"]["buffer_size"]
         assert t["ring"]["iova"] <= gpa < ring_end, x
+
+
+def test_nvme_capture_faults_name_the_owner_s_completion_queue():
+    """The NVMe the userspace driver owned: its faults in the capture kernel resolve to the
+    driver's completion queue, at the offset of the queue in the mapping and the virtual
+    address the driver itself recorded for it."""
+    d, dump = opened("vfio-nvme-fault")
+    t = truth("vfio-nvme-fault")
+    nv = t["nvme"]
+    v = judge(dump, capture_logs=[str(d / "capture-dmesg.txt")])
+    e = next(e for e in v.endpoints if e.bdf == t["bdf"])
+    assert e.faults > 0 and e.hit_capture_kernel.word == "faulted" and e.did_dma_after_crash.value is True
+    said = [x for x in e.hit_capture_kernel.evidence if x.startswith("IOVA ")]
+    assert said, e.hit_capture_kernel.evidence
+    (m,) = [m for m in t["mappings"] if m["iova"] <= nv["cq_iova"] < m["iova"] + m["size"]]
+    for x in said:
+        iova = int(x.split()[1], 16)
+        assert nv["cq_iova"] & ~0xFFF <= iova < nv["cq_iova"] + nv["entries"] * 16, x
+        off = iova - m["iova"]
+        assert f"= offset {off:#x} of pid {t['pid']} {t['comm']}'s buffer at {m['vaddr']:#x} " \
+               f"(address {m['vaddr'] + off:#x})" in x, x
 
 
 def test_struct_kvm_needs_no_kvm_module_debug_info(tmp_path):

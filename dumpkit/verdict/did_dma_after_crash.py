@@ -83,11 +83,11 @@ def _from_decoded(ring, d) -> Claim:
 
 def _vfio_rings(prog: drgn.Program, owner, m) -> list[str]:
     """Why a VFIO-owned function's DMA after the crash is unknown: its rings are in its
-    owner's memory, in the owner's format; whether the dump kept those pages."""
+    owner's memory, where the owner put them; whether the dump kept those pages."""
     from dumpkit.target.pagemap import cma_reason, page_presence
 
-    ev = [f"its rings are in the memory of {owner.owner_text}, in a format of the owner's choosing: the "
-          "kernel holds no record of them"]
+    ev = [f"its rings are in the memory of {owner.owner_text}, wherever the owner put them: the kernel "
+          "holds no record of them"]
     phys = next((r.phys for r in (m.ranges if m is not None else []) if r.write), None)
     if phys is None:
         return ev

@@ -7,7 +7,7 @@
  * virtual address, the physical pages from /proc/self/pagemap) as ground truth.
  *
  *   vfio-rx --bdf 0000:02:00.0 --group 10 --truth /out/vfio-truth.json [--big-mib 1024]
- *           [--big-aliases 4] [--marker-fd 9] [--truth-after 16] [--vm] [--iommufd]
+ *           [--big-aliases 4] [--marker-fd 9] [--truth-after 16] [--vm] [--iommufd] [--nvme]
  *
  * --big-aliases N maps the --big-mib region at N consecutive IOVA windows from BIG_IOVA
  * (type1 allows one process's pages in several mappings): a domain of N times as many
@@ -24,6 +24,9 @@
  * (IOMMU_IOAS_MAP with IOMMU_IOAS_MAP_FIXED_IOVA), and the same RX ring. Attached before
  * mapping, as users do: IOMMU_IOAS_IOVA_RANGES then says which IOVAs the device's domain
  * takes, and IOMMU_IOAS_MAP pins the pages into it at once (read from pagemap after).
+ *
+ * --nvme: the device is an NVMe controller instead, kept reading (vfio-nvme.h); with
+ * --iommufd too, it goes through iommufd.
  *
  * The ground truth is written once --truth-after packets have landed in the ring (so that
  * descriptors have been recycled at least once), or 10 s after the first if fewer come.
@@ -166,6 +169,8 @@ struct rx_desc {                 /* legacy receive descriptor */
 /* where the ring and its buffers are: RX_IOVA for the process's own ring, guest-physical
  * addresses for a VM's */
 static uint64_t ring_iova = RX_IOVA, bufs_iova = RX_IOVA + NDESC * DESC_SIZE;
+/* the truth's "device": the e1000e's RX ring, or (--nvme) the NVMe's queues */
+static const char *device_kind = "e1000e";
 
 /* BAR0: mmap'd when vfio-pci offers it, else through the region with pread/pwrite */
 static volatile uint32_t *bar;
@@ -325,8 +330,21 @@ static void write_phys_runs(FILE *f, const struct mapping *m)
 	fprintf(f, "]");
 }
 
+/* the e1000e's RX ring, for the ground truth */
+static const char *ring_json(uint32_t rdh, uint32_t rdt, uint64_t received)
+{
+	static char json[512];
+	snprintf(json, sizeof json,
+		 "\"ring\": {\"iova\": %" PRIu64 ", \"descriptors\": %u, \"descriptor_size\": %u, \"type\": \"legacy\","
+		 " \"buffer_size\": %u, \"buffers_iova\": %" PRIu64 ", \"rdh\": %u, \"rdt\": %u, \"received\": %" PRIu64
+		 ", \"recycle_interval_ms\": 10}",
+		 ring_iova, NDESC, DESC_SIZE, BUF_SIZE, bufs_iova, rdh, rdt, received);
+	return json;
+}
+
+/* device_json: the device's own members ("ring": ... for the e1000e, "nvme": ... ) */
 static void write_truth(const char *path, const char *bdf, int group, struct mapping *maps, int nmaps,
-			uint32_t rdh, uint32_t rdt, uint64_t received, uint64_t bar0_phys, uint64_t bar0_size,
+			const char *device_json, uint64_t bar0_phys, uint64_t bar0_size,
 			const char *ranges, double setup_s, const char *vm_json)
 {
 	char tmp[4096], comm[64] = "";
@@ -343,8 +361,8 @@ static void write_truth(const char *path, const char *bdf, int group, struct map
 	struct timespec up;
 	clock_gettime(CLOCK_BOOTTIME, &up);
 	fprintf(f, "{\n \"pid\": %d,\n \"comm\": \"%s\",\n \"bdf\": \"%s\",\n \"iommu_group\": %d,\n"
-		" \"container\": \"%s\",\n \"driver\": \"vfio-pci\",\n", getpid(), comm, bdf, group,
-		ifd.on ? "iommufd" : "type1v2");
+		" \"container\": \"%s\",\n \"driver\": \"vfio-pci\",\n \"device\": \"%s\",\n", getpid(), comm, bdf, group,
+		ifd.on ? "iommufd" : "type1v2", device_kind);
 	if (ifd.on)
 		fprintf(f, " \"iommufd\": {\"cdev\": \"%s\", \"devid\": %d, \"ioas_id\": %d, \"hwpt_id\": %d,"
 			" \"iommufd_fd\": %d, \"device_fd\": %d, \"attached_before_map\": true},\n",
@@ -361,10 +379,7 @@ static void write_truth(const char *path, const char *bdf, int group, struct map
 		fprintf(f, "}%s\n", k + 1 < nmaps ? "," : "");
 	}
 	fprintf(f, " ],\n");
-	fprintf(f, " \"ring\": {\"iova\": %" PRIu64 ", \"descriptors\": %u, \"descriptor_size\": %u, \"type\": \"legacy\","
-		" \"buffer_size\": %u, \"buffers_iova\": %" PRIu64 ", \"rdh\": %u, \"rdt\": %u, \"received\": %" PRIu64
-		", \"recycle_interval_ms\": 10},\n",
-		ring_iova, NDESC, DESC_SIZE, BUF_SIZE, bufs_iova, rdh, rdt, received);
+	fprintf(f, " %s,\n", device_json);
 	fprintf(f, " \"vm\": %s,\n", vm_json ? vm_json : "null");
 	fprintf(f, " \"bar0_phys\": %" PRIu64 ",\n \"bar0_size\": %" PRIu64 ",\n", bar0_phys, bar0_size);
 	fprintf(f, " \"iova_ranges\": %s,\n \"setup_s\": %.3f,\n \"written_uptime_s\": %.3f\n}\n", ranges, setup_s,
@@ -482,6 +497,7 @@ static void iommufd_open(const char *bdf)
 }
 
 #include "kvm-vm.h"
+#include "vfio-nvme.h"
 
 /* --vm: the VM runs its driver; this process serves its exits and writes the ground truth
  * once --truth-after packets have landed in the guest's ring */
@@ -507,8 +523,9 @@ static void run_vm(struct vm *vm, struct mapping *maps, int nmaps, uint64_t cfg_
 				 "\"io_exits\": %" PRIu64 ", \"hlt_exits\": %" PRIu64 "}",
 				 getpid(), (size_t)maps[0].size, (uint64_t)(uintptr_t)maps[0].vaddr, VM_BAR0_GPA,
 				 vm->mmio_exits, vm->io_exits, vm->hlt_exits);
-			write_truth(truth, bdf, group_id, maps, nmaps, vm_param(vm, VP_RDH), vm_param(vm, VP_RDT),
-				    received, bar0_phys, bar0_size, ranges, now() - t0, vm_json);
+			write_truth(truth, bdf, group_id, maps, nmaps,
+				    ring_json(vm_param(vm, VP_RDH), vm_param(vm, VP_RDT), received), bar0_phys,
+				    bar0_size, ranges, now() - t0, vm_json);
 			written = 1;
 			marker("vfio-rx dma running (pid %d, VM, rdh %u, rdt %u, received %u, setup %.1fs)", getpid(),
 			       vm_param(vm, VP_RDH), vm_param(vm, VP_RDT), received, now() - t0);
@@ -545,7 +562,7 @@ int main(int argc, char **argv)
 		{"big-aliases", required_argument, 0, 'A'},
 		{"marker-fd", required_argument, 0, 'm'}, {"truth-after", required_argument, 0, 'a'},
 		{"vm", no_argument, 0, 'v'}, {"iommufd", no_argument, 0, 'I'},
-		{"vm-ram-mib", required_argument, 0, 'R'}, {0, 0, 0, 0}};
+		{"vm-ram-mib", required_argument, 0, 'R'}, {"nvme", no_argument, 0, 'N'}, {0, 0, 0, 0}};
 	for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
 		switch (c) {
 		case 'b': bdf = optarg; break;
@@ -558,6 +575,7 @@ int main(int argc, char **argv)
 		case 'v': vm_mode = 1; break;
 		case 'R': vm_ram_mib = strtoul(optarg, NULL, 0); break;
 		case 'I': ifd.on = 1; break;
+		case 'N': device_kind = "nvme"; break;
 		default: die("usage: vfio-rx --bdf BDF --group N --truth FILE [--big-mib MIB] [--marker-fd FD]");
 		}
 	}
@@ -567,6 +585,9 @@ int main(int argc, char **argv)
 		die("--vm and --big-mib: the VM's guest RAM is its only mapping");
 	if (vm_mode && ifd.on)
 		die("--vm and --iommufd: the VM is attached through the group");
+	int nvme_mode = !strcmp(device_kind, "nvme");
+	if (nvme_mode && (vm_mode || big_mib))
+		die("--nvme: the NVMe's queues and buffers are its only mappings (no --vm, no --big-mib)");
 	if (!bdf || group_id < 0 || !truth)
 		die("usage: vfio-rx --bdf BDF --group N --truth FILE [--big-mib MIB] [--marker-fd FD] [--iommufd]");
 	double t0 = now();
@@ -611,7 +632,9 @@ memory:;
 	int nmaps = 0;
 	size_t rx_size = NDESC * DESC_SIZE + NDESC * BUF_SIZE;
 	double t = now();
-	if (vm_mode) {
+	if (nvme_mode)
+		nmaps = nvme_layout(maps);
+	else if (vm_mode) {
 		/* the VM's RAM at IOVA = guest-physical address, all of it, as a VMM maps it */
 		/* --vm-ram-mib: more guest RAM than the ring needs, in 4 KiB pages (no THP), so
 		 * that the VM's domain has a PTE per page as a VM's RAM gives it with sp_off */
@@ -655,7 +678,7 @@ memory:;
 		die("config region info: %s", strerror(errno));
 	if (vm_mode)
 		goto bar0;          /* the VM's driver builds its ring and enables the function */
-	for (uint32_t i = 0; i < NDESC; i++)
+	for (uint32_t i = 0; i < NDESC && !nvme_mode; i++)
 		ring[i] = (struct rx_desc){.addr = bufs_iova + (uint64_t)i * BUF_SIZE};
 
 	/* config space: memory decoding and bus mastering (vfio-pci passes both bits through) */
@@ -681,6 +704,8 @@ bar0:;
 	uint64_t bar0_size, bar0_phys = sysfs_bar0(bdf, &bar0_size);
 	if (vm_mode)
 		run_vm(&vm, maps, nmaps, cfg.offset, truth, bdf, group_id, bar0_phys, bar0_size, ranges, truth_after, t0);
+	if (nvme_mode)
+		run_nvme(maps, nmaps, truth, bdf, group_id, bar0_phys, bar0_size, ranges, truth_after, t0);
 
 	/* RX off, interrupts masked, link up */
 	wr(E1000_RCTL, 0);
@@ -732,8 +757,8 @@ bar0:;
 		if (received && !first_packet)
 			first_packet = now();
 		if (!written && received && (received >= truth_after || now() - first_packet > 10)) {
-			write_truth(truth, bdf, group_id, maps, nmaps, rdh, rdt, received, bar0_phys, bar0_size, ranges,
-				    now() - t0, NULL);
+			write_truth(truth, bdf, group_id, maps, nmaps, ring_json(rdh, rdt, received), bar0_phys,
+				    bar0_size, ranges, now() - t0, NULL);
 			written = 1;
 			marker("vfio-rx dma running (pid %d, rdh %u, rdt %u, received %" PRIu64 ", setup %.1fs)", getpid(),
 			       rdh, rdt, received, now() - t0);
