@@ -366,23 +366,33 @@ def new_walk(root: int, levels: int, fmt: TableFormat, error: str | None = None)
     return walk
 
 
-def _breaks(words: list[int], i: int, e: int, span: int, present: int, addr_mask: int, limit: int):
-    """Runs of entries i..e of a last-level page in passes at C speed instead of a Python
-    step per entry: an entry continues a run when it is its predecessor plus the page
-    size (then it has its flags, so it is present too); every other present entry starts
-    one. (starts, ptes, counts), or None when a run would start too near the top of the
-    address space (the per-entry loop then gives those entries to the vendor)."""
-    seg = words[i:e]
-    n = len(seg)
-    breaks = [0, *compress(range(1, n), map(ne, seg[1:], map(add, seg, repeat(span))))]
-    heads = list(map(seg.__getitem__, breaks))
+def _xor_runs(page: bytes, mv: memoryview, i: int, e: int, span: int, present: int, addr_mask: int, limit: int):
+    """Runs of entries i..e of a last-level page found with a few operations on the whole
+    page read as one integer, instead of a Python step per entry or per run: adding the
+    page size to every entry at once and comparing the result with the page shifted by one
+    entry leaves a non-zero word exactly where an entry does not continue its predecessor
+    (is not it plus the page size); those are the runs' starts, and every run whose first
+    entry is present is one (its entries then have its flags). (starts, ptes, counts), or
+    None when an addition carried out of an entry (one with all its top bits set: damage)
+    or a run would start too near the top of the address space: the per-entry loop then
+    gives those entries to the vendor."""
+    x = int.from_bytes(page, "little")
+    plus = x + span * _REP
+    if (plus ^ x) & _REP:                       # bit 0 of an entry changed: a carry came into it
+        return None
+    n = e - 1 - i
+    starts = [i]
+    if n > 0:
+        diff = array("Q")
+        diff.frombytes(((((x >> 64) ^ plus) >> (64 * i)) & ((1 << (64 * n)) - 1)).to_bytes(8 * n, "little"))
+        starts += compress(range(i + 1, e), diff)
+    heads = list(map(mv.__getitem__, starts))
     live = list(map(and_, heads, repeat(present)))
     ptes = list(compress(heads, live))
     if ptes and max(map(and_, ptes, repeat(addr_mask))) > limit:
         return None
-    breaks.append(n)
-    counts = list(compress(map(sub, breaks[1:], breaks), live))
-    return [i + x for x in compress(breaks, live)], ptes, counts
+    counts = list(compress(map(sub, [*starts[1:], e], starts), live))
+    return list(compress(starts, live)), ptes, counts
 
 
 def _leaf_runs(page: bytes, a: int, e: int, span: int, present: int, addr_mask: int, limit: int):
@@ -391,8 +401,9 @@ def _leaf_runs(page: bytes, a: int, e: int, span: int, present: int, addr_mask: 
     must decode it. Each run's end is found by galloping and bisecting on single entries
     (entry i+m-1 == entry i + (m-1) * span), then the whole run is checked with one
     comparison of its bytes, read as an integer, with the progression; where that fails
-    (an entry in between left the progression) or runs turn out short, the rest of the page
-    goes through :func:`_breaks`."""
+    (an entry in between left the progression) or the runs are short (a fragmented
+    mapping: a few runs cover less than a quarter of the page each), the rest of the page
+    goes through :func:`_xor_runs`, whose cost does not grow with the number of runs."""
     mv = memoryview(page).cast("Q")
     starts: list[int] = []
     ptes: list[int] = []
@@ -427,8 +438,8 @@ def _leaf_runs(page: bytes, a: int, e: int, span: int, present: int, addr_mask: 
             ones, ramp = _progression(m, span)
             if int.from_bytes(page[8 * i:8 * (i + m)], "little") != w * ones + ramp:
                 m = 0
-        if not m or (len(starts) >= 8 and (i - a) < 32 * len(starts)):
-            rest = _breaks(mv.tolist(), i, e, span, present, addr_mask, limit)
+        if not m or (starts and m < 128):
+            rest = _xor_runs(page, mv, i, e, span, present, addr_mask, limit)
             if rest is None:
                 return None
             return starts + rest[0], ptes + rest[1], counts + rest[2]
