@@ -10,8 +10,20 @@
  * in memory the capture kernel boots on. Without CMA ranges (cma-control) the first
  * buffer is taken as it comes.
  *
+ * Where in the CMA range: its lowest quarter (--low-percent 25), because the capture kernel
+ * fills its memory from the top. The CMA range is its highest memory (above 4 GiB, the crash
+ * reservation below), memblock allocates top-down (the memory map, page tables, per-CPU
+ * areas) and the buddy allocator hands out the last-freed, highest pages first. A buffer
+ * near the top (where this kernel's first CMA pages come from) had the data land on the
+ * capture kernel's own early allocations: three runs of three hung before /init on a
+ * loaded host. This kernel hands out CMA pages from the top too, and interleaved with
+ * other pages once the top is taken, so no chunk of the bottom is all CMA: the probe
+ * touches chunks (keeping them) until it has seen enough CMA pages in the lowest quarter
+ * (or CMA runs out, or --probe-mib), takes the lowest CMA pages it saw, and moves them
+ * into one buffer with mremap (a page keeps its frame); the rest is unmapped.
+ *
  *   odirect-cma --dev /dev/nvme0n1 --truth /out/cma-truth.json [--size-mib 64]
- *               [--offset 0] [--probe-mib 2048] [--marker-fd 9]
+ *               [--offset 0] [--probe-mib 2048] [--low-percent 25] [--marker-fd 9]
  *               [--cma-ranges /sys/kernel/kexec_crash_cma_ranges]
  *
  * It writes its ground truth (pid, buffer address, the physical page of every 4 KiB of the
@@ -98,6 +110,26 @@ static int in_cma(uint64_t phys)
 	return 0;
 }
 
+struct candidate {
+	uint64_t phys;
+	char *vaddr;
+};
+
+static int by_phys(const void *a, const void *b)
+{
+	const struct candidate *x = a, *y = b;
+	return x->phys < y->phys ? -1 : x->phys > y->phys;
+}
+
+/* how far up its CMA range a page lies, in percent (0: the range's first page) */
+static unsigned cma_percent(uint64_t phys)
+{
+	for (int i = 0; i < ncma; i++)
+		if (phys >= cma[i].start && phys + PAGE - 1 <= cma[i].end)
+			return (unsigned)((phys - cma[i].start) * 100 / (cma[i].end - cma[i].start + 1));
+	return 100;
+}
+
 /* the physical address of every 4 KiB page of [p, p+size) */
 static void read_pagemap(void *p, size_t size, uint64_t *phys)
 {
@@ -124,6 +156,57 @@ static void read_pagemap(void *p, size_t size, uint64_t *phys)
 		phys[i] = (e & ((UINT64_C(1) << 55) - 1)) * PAGE;
 	}
 	free(ent);
+}
+
+static unsigned cma_percent(uint64_t phys);
+static void *touch(size_t size);
+
+/* A buffer of size bytes made of the lowest CMA pages the probe finds (see the top):
+ * phys gets its pages, *top how far up the CMA range the highest one lies (percent). */
+static void *low_cma_buffer(size_t size, uint64_t *phys, unsigned long size_mib, unsigned long probe_mib,
+			    unsigned long low_percent, size_t *chunk_in_cma, int *chunks, unsigned *top)
+{
+	size_t npages = size / PAGE, cap = (probe_mib / size_mib) * npages, n = 0, low = 0;
+	struct candidate *c = malloc((cap ? cap : 1) * sizeof *c);
+	uint64_t *ph = malloc(npages * 8);
+	char *chunk_va[MAX_CHUNKS];
+	if (!c || !ph)
+		die("out of memory");
+	while (*chunks < MAX_CHUNKS && (*chunks + 1) * size_mib <= probe_mib) {
+		char *p = touch(size);
+		read_pagemap(p, size, ph);
+		size_t inside = 0;
+		for (size_t i = 0; i < npages; i++) {
+			if (!in_cma(ph[i]))
+				continue;
+			c[n++] = (struct candidate){ph[i], p + i * PAGE};
+			inside++;
+			low += cma_percent(ph[i]) < low_percent;
+		}
+		chunk_va[*chunks] = p;
+		chunk_in_cma[(*chunks)++] = inside;
+		if (low >= npages || (!inside && n >= npages))
+			break;                  /* enough low pages, or CMA has run out */
+	}
+	if (n < npages)
+		die("%zu CMA pages after touching %lu MiB, fewer than the buffer's %zu", n, *chunks * size_mib, npages);
+	qsort(c, n, sizeof *c, by_phys);
+	char *dst = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (dst == MAP_FAILED)
+		die("mmap %zu bytes: %s", size, strerror(errno));
+	for (size_t i = 0; i < npages; i++)
+		if (mremap(c[i].vaddr, PAGE, PAGE, MREMAP_MAYMOVE | MREMAP_FIXED, dst + i * PAGE) == MAP_FAILED)
+			die("mremap of page %zu (phys 0x%" PRIx64 "): %s", i, c[i].phys, strerror(errno));
+	*top = cma_percent(c[npages - 1].phys);
+	for (int k = 0; k < *chunks; k++)         /* the probe's other pages back to the kernel */
+		munmap(chunk_va[k], size);
+	read_pagemap(dst, size, phys);
+	for (size_t i = 0; i < npages; i++)
+		if (phys[i] != c[i].phys)
+			die("page %zu is at 0x%" PRIx64 " after mremap, not 0x%" PRIx64, i, phys[i], c[i].phys);
+	free(c);
+	free(ph);
+	return dst;
 }
 
 static void *touch(size_t size)
@@ -210,13 +293,14 @@ static void read_small(const char *path, char *out, size_t len)
 int main(int argc, char **argv)
 {
 	const char *dev = NULL, *truth = NULL, *ranges_path = "/sys/kernel/kexec_crash_cma_ranges";
-	unsigned long size_mib = 64, probe_mib = 2048;
+	unsigned long size_mib = 64, probe_mib = 2048, low_percent = 25;
 	unsigned long long offset = 0;
 	static const struct option opts[] = {
 		{"dev", required_argument, 0, 'd'}, {"truth", required_argument, 0, 't'},
 		{"size-mib", required_argument, 0, 's'}, {"offset", required_argument, 0, 'o'},
 		{"probe-mib", required_argument, 0, 'p'}, {"marker-fd", required_argument, 0, 'm'},
-		{"cma-ranges", required_argument, 0, 'c'}, {0, 0, 0, 0}};
+		{"cma-ranges", required_argument, 0, 'c'}, {"low-percent", required_argument, 0, 'l'},
+		{0, 0, 0, 0}};
 	int c;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
@@ -227,6 +311,7 @@ int main(int argc, char **argv)
 		case 'p': probe_mib = strtoul(optarg, NULL, 0); break;
 		case 'm': marker_fd = atoi(optarg); break;
 		case 'c': ranges_path = optarg; break;
+		case 'l': low_percent = strtoul(optarg, NULL, 0); break;
 		default: die("usage: odirect-cma --dev DEV --truth FILE [--size-mib N] [--offset BYTES] "
 			     "[--probe-mib N] [--marker-fd FD] [--cma-ranges FILE]");
 		}
@@ -242,23 +327,18 @@ int main(int argc, char **argv)
 		die("out of memory");
 
 	/* Movable allocations come from CMA when more than half of a zone's free memory is
-	 * CMA (mm/page_alloc.c __rmqueue), or when the rest is used up: touch buffers, keeping
-	 * each that misses, until one lies in CMA entirely */
-	void *buf = NULL;
+	 * CMA (mm/page_alloc.c __rmqueue), or when the rest is used up; without CMA ranges
+	 * (the control) the first buffer as it comes */
+	void *buf;
+	unsigned buf_top = 0;
 	size_t chunk_in_cma[MAX_CHUNKS];
 	int chunks = 0;
-	while (!buf) {
-		if ((size_t)chunks >= MAX_CHUNKS || (chunks + 1) * size_mib > probe_mib)
-			die("no buffer of %lu MiB inside the CMA ranges %s after touching %lu MiB", size_mib,
-			    ncma ? "" : "(none)", chunks * size_mib);
-		void *p = touch(size);
-		read_pagemap(p, size, phys);
-		size_t inside = 0;
-		for (size_t i = 0; i < npages; i++)
-			inside += in_cma(phys[i]);
-		chunk_in_cma[chunks++] = inside;
-		if (!ncma || inside == npages)
-			buf = p;
+	if (ncma)
+		buf = low_cma_buffer(size, phys, size_mib, probe_mib, low_percent, chunk_in_cma, &chunks, &buf_top);
+	else {
+		buf = touch(size);
+		read_pagemap(buf, size, phys);
+		chunk_in_cma[chunks++] = 0;
 	}
 	double probe_s = now() - t0;
 	uint64_t *probed = malloc(npages * 8);
@@ -333,7 +413,9 @@ int main(int argc, char **argv)
 		" \"pages_in_cma\": %zu, \"moved_since_probe\": %zu, \"transparent_huge_pages\": false,\n  \"phys\": ",
 		(uint64_t)(uintptr_t)buf, size, PAGE, npages, inside, moved);
 	print_runs(f, phys, npages);
-	fprintf(f, "},\n \"probe\": {\"chunk_mib\": %lu, \"chunks\": %d, \"pages_in_cma\": [", size_mib, chunks);
+	fprintf(f, "},\n \"probe\": {\"chunk_mib\": %lu, \"chunks\": %d, \"low_percent\": %lu,"
+		" \"buffer_top_percent_of_cma\": %u, \"pages_in_cma\": [", size_mib, chunks, low_percent,
+		ncma ? buf_top : 0);
 	for (int i = 0; i < chunks; i++)
 		fprintf(f, "%s%zu", i ? ", " : "", chunk_in_cma[i]);
 	fprintf(f, "], \"probe_s\": %.3f},\n \"started_uptime_s\": %.3f, \"written_uptime_s\": %.3f}\n",
