@@ -1,6 +1,8 @@
 """The sample factory's iommufd scenario (vfio-iommufd-fault): the NIC owned by vfio-rx
---iommufd through its VFIO device cdev and /dev/iommu on our 6.12 kernel (kernel-patches/build
---series 6.12), scalable-mode VT-d in the first kernel and legacy in the capture kernel. What
+--iommufd through its VFIO device cdev and /dev/iommu on our 6.12 and 7.2 kernels
+(kernel-patches/build --series S; committed under sample-dumps/kernel-S/), scalable-mode
+VT-d in the first kernel and legacy in the capture kernel. 7.2's iommufd attaches page
+tables per PASID (iommufd_group.pasid_attach), 6.12's one per group (.hwpt). What
 the generator and the kernel's config fragment define, and the records of the generated
 sample in the cache against each other: run.json, the userspace driver's
 ground-truth/vfio.json, QEMU's trace and the capture log. The dump's decoding is
@@ -18,24 +20,36 @@ import pytest
 from conftest import REPO, cached_samples, load_generator
 
 NAME = "vfio-iommufd-fault"
-# our kernel's release ("6.12.118"), not trixie's stock "6.12.118+deb13-amd64"
-SERIES = re.compile(r"6\.12\.\d+$")
-FRAGMENT = REPO / "kernel-patches" / "config" / "qemu-q35-vtd-6.12.config"
+# per series: our kernel's release ("6.12.118", not trixie's stock "6.12.118+deb13-amd64";
+# "7.2.13", not sid's "7.2.13+deb14-amd64") and its source package
+SERIES = {"6.12": (re.compile(r"6\.12\.\d+$"), "linux-source-6.12"),
+          "7.2": (re.compile(r"7\.2\.\d+$"), "linux-source-7.2")}
 RX_IOVA = 0x10000000        # guest/vfio-rx.c: the ring and its buffers, as on the type1 path
 PAGE = 4096
 
 GEN = load_generator()
-ROOT = cached_samples(NAME, SERIES)
+ROOTS = {s: cached_samples(NAME, release) for s, (release, _pkg) in SERIES.items()}
 
 
-def scenario_dir() -> Path:
-    """The cached scenario; skipped with one line when it is not there, an error in CI."""
-    if ROOT is None:
-        msg = f"no {NAME} in the cache: sample-dumps/generate --scenario iommufd (scripts/setup does)"
+def fragment(series: str) -> Path:
+    return REPO / "kernel-patches" / "config" / f"qemu-q35-vtd-{series}.config"
+
+
+@pytest.fixture(params=sorted(SERIES))
+def series(request) -> str:
+    return request.param
+
+
+def scenario_dir(series: str) -> Path:
+    """The cached scenario of that series; skipped with one line when it is not there, an
+    error in CI."""
+    if ROOTS[series] is None:
+        msg = (f"no {NAME} on our {series} kernel in the cache: sample-dumps/generate --scenario iommufd "
+               f"--series {series} (scripts/setup does)")
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)
-    return ROOT / NAME
+    return ROOTS[series] / NAME
 
 
 def records(d: Path) -> tuple[dict, dict, str]:
@@ -55,6 +69,10 @@ def test_the_generator_defines_the_scenario():
     for group in ("all", "distro", "vfio", "first-stage", "amd", "hw", "cma"):
         assert NAME not in GEN.SCENARIO_GROUPS[group], group
     assert GEN.VFIO_MODES["iommufd"] == "iommufd" and "iommufd" in GEN.VFIO_DMA_OWNER["iommufd"]
+    # --series boots our kernel of another series instead, with that suite's tools
+    assert set(GEN.SERIES_SUITES) == set(SERIES) == {"6.12", "7.2"}
+    args = GEN.argparse.Namespace(kexec=None, series="7.2")
+    assert GEN.chosen(NAME, args).series == "7.2" and GEN.chosen("vfio-nocopy-fault", args).series == ""
     events = {GEN.CANONICAL_EVENTS.get(e, e) for e in GEN.trace_events(sc)}
     assert {"e1000e_rx_descr", "e1000e_rx_desc_buff_write", "vtd_dmar_fault"} <= events
     k = GEN.Kernel(Path("/k/bzImage"), Path("/k/vmlinux.debug"), {"kernel_release": "6.12.118", "build_id": "0"})
@@ -70,8 +88,8 @@ def test_the_generator_defines_the_scenario():
     assert f"-d {GEN.DUMP_LEVEL}" in GEN.makedumpfile_args(sc, k)
 
 
-def test_the_config_fragment_builds_vfio_and_iommufd_in():
-    lines = {ln.split("=", 1)[0]: ln.split("=", 1)[1] for ln in FRAGMENT.read_text().splitlines()
+def test_the_config_fragment_builds_vfio_and_iommufd_in(series):
+    lines = {ln.split("=", 1)[0]: ln.split("=", 1)[1] for ln in fragment(series).read_text().splitlines()
              if ln and not ln.startswith("#")}
     for opt in ("IOMMUFD", "VFIO", "VFIO_DEVICE_CDEV", "VFIO_GROUP", "VFIO_CONTAINER", "VFIO_PCI", "INTEL_IOMMU",
                 "IRQ_REMAP", "E1000E", "KEXEC_FILE", "CRASH_DUMP", "PROC_VMCORE", "9P_FS", "SERIAL_8250_CONSOLE",
@@ -80,22 +98,23 @@ def test_the_config_fragment_builds_vfio_and_iommufd_in():
     # built in: vmlinux's DWARF covers vfio and iommufd (no module debug files)
     assert lines["CONFIG_MODULES"] == "n" and lines["CONFIG_DEBUG_INFO_REDUCED"] == "n"
     build = (REPO / "kernel-patches" / "build").read_text()
-    assert "qemu-q35-vtd-6.12.config" in build and "linux-source-6.12" in build
+    assert f"qemu-q35-vtd-{series}.config" in build and SERIES[series][1] in build
 
 
 # --- the cached sample's records ---------------------------------------------------
 
-def test_the_manifest_names_our_6_12_kernel():
-    d = scenario_dir()
+def test_the_manifest_names_our_kernel(series):
+    d = scenario_dir(series)
     manifest = json.loads((d.parent / "manifest.json").read_text())
     k = manifest["kernel"]
-    assert SERIES.match(k["kernel_release"]) and k["source_package"] == "linux-source-6.12"
-    assert k["config_fragment"] == "kernel-patches/config/qemu-q35-vtd-6.12.config" and k["patches"] == []
+    release, package = SERIES[series]
+    assert release.match(k["kernel_release"]) and k["source_package"] == package
+    assert k["config_fragment"] == f"kernel-patches/config/qemu-q35-vtd-{series}.config" and k["patches"] == []
     (vmcore,) = [e for e in manifest["dumps"] if e["scenario"] == NAME and e["kind"] == "first-kernel vmcore"]
     assert vmcore["build_id"] == k["build_id"] and (d.parent / vmcore["file"]).is_file()
     # the debug directory a reader passes to --debuginfo: the kernel's build output
     assert Path(k["debug_dir"]) == Path(k["bzimage"]).parent == Path(k["debug_file"]).parent
-    # the kernel's cache directory, where kernel-patches/build put it
+    # the kernel's directory: sample-dumps/kernel-SERIES/ (committed) or where kernel-patches/build put it
     built = json.loads((d.parent / Path(k["bzimage"]).parent / "build-info.json").read_text())
     assert built["build_id"] == k["build_id"] and built["kernel_release"] == k["kernel_release"]
     assert built["source_version"] == k["source_version"] and built["jobs"] > 0 and built["build_seconds"] > 0
@@ -105,8 +124,8 @@ def test_the_manifest_names_our_6_12_kernel():
     assert k["kernel_release"] in (d / "ground-truth" / "uname.txt").read_text()
 
 
-def test_run_json_agrees_with_the_driver_s_record():
-    d = scenario_dir()
+def test_run_json_agrees_with_the_driver_s_record(series):
+    d = scenario_dir(series)
     run, truth, _ = records(d)
     assert run["dma_owner"] == GEN.VFIO_DMA_OWNER["iommufd"]
     assert run["capture_path"]["format"] == "kdump-compressed"
@@ -119,11 +138,11 @@ def test_run_json_agrees_with_the_driver_s_record():
     assert [(int(m["iova"], 16), int(m["size"], 16)) for m in v["mappings"]] == \
         [(m["iova"], m["size"]) for m in truth["mappings"]]
     assert {k: v["ring"][k] for k in v["ring"]} == {k: truth["ring"][k] for k in v["ring"]}
-    assert GEN.mechanism_problems(GEN.SCENARIOS[NAME], d) == []
+    assert GEN.mechanism_problems(GEN.dataclasses.replace(GEN.SCENARIOS[NAME], series=series), d) == []
 
 
-def test_the_driver_owns_the_nic_through_iommufd():
-    d = scenario_dir()
+def test_the_driver_owns_the_nic_through_iommufd(series):
+    d = scenario_dir(series)
     _, t, _ = records(d)
     i = t["iommufd"]
     assert re.fullmatch(r"vfio\d+", i["cdev"]) and i["attached_before_map"] is True
@@ -140,8 +159,8 @@ def test_the_driver_owns_the_nic_through_iommufd():
     assert pci["driver"] == "vfio-pci" and pci["iommu_group"] == t["iommu_group"] and pci["bus_master"]
 
 
-def test_the_mappings_are_the_type1_path_s():
-    d = scenario_dir()
+def test_the_mappings_are_the_type1_path_s(series):
+    d = scenario_dir(series)
     _, t, _ = records(d)
     (m,) = t["mappings"]
     ring = t["ring"]
@@ -153,17 +172,18 @@ def test_the_mappings_are_the_type1_path_s():
     assert all(p % PAGE == 0 and n % PAGE == 0 and n > 0 for p, n in m["phys"])
     assert any(lo <= m["iova"] and m["iova"] + m["size"] - 1 <= hi for lo, hi in t["iova_ranges"])
     assert t["ring"]["received"] > 0 and 0 <= ring["rdh"] < ring["descriptors"]
-    maps = (d / "ground-truth" / "vfio-rx-maps.txt").read_text()
-    assert f"{m['vaddr']:x}-{m['vaddr'] + m['size']:x} " in maps
+    areas = [(int(lo, 16), int(hi, 16)) for lo, hi in
+             re.findall(r"^([0-9a-f]+)-([0-9a-f]+) rw", (d / "ground-truth" / "vfio-rx-maps.txt").read_text(), re.M)]
+    assert any(lo <= m["vaddr"] and m["vaddr"] + m["size"] <= hi for lo, hi in areas), hex(m["vaddr"])
 
 
-def test_qemu_s_trace_gives_run_json_s_counts(tmp_path):
-    d = scenario_dir()
+def test_qemu_s_trace_gives_run_json_s_counts(tmp_path, series):
+    d = scenario_dir(series)
     run, truth, _ = records(d)
     trace = tmp_path / "qemu-trace.log"
     with lzma.open(d / "qemu-trace.log.xz", "rb") as f:
         trace.write_bytes(f.read())
-    again = GEN.vfio_facts(GEN.SCENARIOS[NAME], truth, trace, run)
+    again = GEN.vfio_facts(GEN.dataclasses.replace(GEN.SCENARIOS[NAME], series=series), truth, trace, run)
     assert again["traced_rx_dma"] == run["vfio"]["traced_rx_dma"]
     c = run["vfio"]["traced_rx_dma"]
     assert c["buffer_writes_before_crash"] > 0 and c["buffer_writes_after_crash"] > 0
@@ -177,8 +197,8 @@ def test_qemu_s_trace_gives_run_json_s_counts(tmp_path):
     assert faults and min(faults) >= run["crash_epoch"]
 
 
-def test_the_capture_kernel_faults_at_the_ioas_iovas():
-    d = scenario_dir()
+def test_the_capture_kernel_faults_at_the_ioas_iovas(series):
+    d = scenario_dir(series)
     _, t, log = records(d)
     assert "Failed to copy translation tables from previous kernel" in log
     faults = [int(a, 16) for dev, a in GEN.DMAR_FAULT_LINE.findall(log) if dev == t["bdf"][-7:]]

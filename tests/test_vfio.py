@@ -25,12 +25,15 @@ from dumpkit.vfio.model import VfioMapping, VfioOwner
 CACHE = Path(os.environ.get("DUMPKIT_CACHE") or Path.home() / ".cache" / "dumpkit")
 # cases: a scenario, and after "@" a series other than the primary one
 SCENARIOS = ("vfio-copied", "vfio-nocopy-fault", "vfio-vm-fault", "vfio-nvme-fault", "vfio-iommufd-fault",
-             "vfio-nocopy-fault@7.x")
-# the iommufd scenario runs our own 6.12 kernel (Debian's are built without IOMMUFD): its
-# release is "6.12.N", not trixie's "6.12.N+deb13-amd64"; 7.x dumps at -d 23, which keeps
-# the owner's user pages; the others the primary stock series
-SERIES = {"vfio-iommufd-fault": re.compile(r"6\.12\.\d+$"), "vfio-nocopy-fault@7.x": re.compile(r"7\.")}
-FAULT_SCENARIOS = ("vfio-nocopy-fault", "vfio-nvme-fault", "vfio-iommufd-fault", "vfio-nocopy-fault@7.x")
+             "vfio-iommufd-fault@7.2", "vfio-nocopy-fault@7.x")
+# the iommufd scenario runs our own 6.12 and 7.2 kernels (Debian's are built without
+# IOMMUFD): their releases are "6.12.N" and "7.2.N", not trixie's "6.12.N+deb13-amd64" and
+# sid's "7.2.N+deb14-amd64" (7.2's iommufd attaches page tables per PASID); 7.x dumps at
+# -d 23, which keeps the owner's user pages; the others the primary stock series
+SERIES = {"vfio-iommufd-fault": re.compile(r"6\.12\.\d+$"), "vfio-iommufd-fault@7.2": re.compile(r"7\.2\.\d+$"),
+          "vfio-nocopy-fault@7.x": re.compile(r"7\.")}
+FAULT_SCENARIOS = ("vfio-nocopy-fault", "vfio-nvme-fault", "vfio-iommufd-fault", "vfio-iommufd-fault@7.2",
+                   "vfio-nocopy-fault@7.x")
 
 
 def _name(case: str) -> str:

@@ -6,7 +6,9 @@ The chain, all defined in C files of ``drivers/iommu/iommufd/`` (built in or a m
 its debug info is needed either way):
 
 ``vfio_device.iommufd_device`` -> ``struct iommufd_device.igroup`` (``struct
-iommufd_group``) -> ``hwpt`` (``struct iommufd_hw_pagetable``; a paging one is the
+iommufd_group``) -> ``hwpt``, or since v6.15 the ``hwpt`` of the ``struct iommufd_attach``
+at PASID 0 (``IOMMU_NO_PASID``) of its ``pasid_attach`` xarray (``struct
+iommufd_hw_pagetable``; a paging one is the
 ``common`` member of ``struct iommufd_hwpt_paging``, whose ``ioas`` is the IOAS) ->
 ``struct iommufd_ioas.iopt`` (``struct io_pagetable``) -> ``area_itree``: an interval
 tree of ``struct iopt_area`` (``node.start``/``node.last``: the IOVA range;
@@ -21,14 +23,18 @@ Layout history (probes once per program, :func:`dumpkit.kernel.has_member`):
   hw_pagetable its ``common`` member).
 - v6.13 made ``iopt_pages`` memory either user or file backed (``iopt_pages.type``,
   ``uptr`` in a union with the file's ``start``); a file-backed area has no user address.
-- Kernels whose ``iommufd_group`` has no ``hwpt`` (later PASID attach rework) are not
-  decoded: the mappings are "unknown" naming that.
+- v6.15 attached page tables per PASID (the PASID attach series, "iommufd/device: Replace
+  idev->igroup->hwpt with pasid_attach"): ``iommufd_group.hwpt`` became the xarray
+  ``pasid_attach`` of ``struct iommufd_attach`` (``hwpt``, ``device_array``); the page table
+  the device's DMA without a PASID goes through is the one at ``IOMMU_NO_PASID`` (0).
+- A group with neither member is a layout not decoded: the mappings are "unknown" naming it.
 """
 
 from __future__ import annotations
 
 import drgn
 from drgn.helpers.linux.rbtree import rb_first, rb_next
+from drgn.helpers.linux.xarray import xa_load
 
 from dumpkit.kernel import has_member
 from dumpkit.vfio.model import VfioMapping, process_of
@@ -40,18 +46,19 @@ IOMMU_READ, IOMMU_WRITE = 1, 2
 # IOMMUFD_DEFAULT_MAX_AREAS is not a limit the kernel has; a domain of more areas than
 # this many is damage to us (a VM maps its RAM in a few areas)
 MAX_AREAS = 1 << 20
-
+# include/linux/iommu.h: the PASID of DMA that carries none
+IOMMU_NO_PASID = 0
 
 
 def _ioas(idev: drgn.Object) -> tuple[drgn.Object | None, str | None]:
     """The IOAS the device's group is attached to, or None and why."""
     prog = idev.prog_
-    if not has_member(prog, "struct iommufd_group", "hwpt"):
-        return None, "struct iommufd_group has no hwpt (an attach layout after v6.12 that is not decoded)"
     igroup = idev.igroup
-    if not igroup or not igroup.hwpt:
+    hwpt, why = _group_hwpt(igroup) if igroup else (None, None)
+    if why:
+        return None, why
+    if hwpt is None or not hwpt:
         return None, "the device is bound to iommufd but attached to no page table"
-    hwpt = igroup.hwpt
     if has_member(prog, "struct iommufd_hw_pagetable", "ioas"):          # v6.2 .. v6.6
         return hwpt.ioas, None
     try:                                                                   # v6.7+
@@ -62,6 +69,24 @@ def _ioas(idev: drgn.Object) -> tuple[drgn.Object | None, str | None]:
     if name is not None and name != "IOMMUFD_OBJ_HWPT_PAGING":
         return None, f"attached to a {name} page table (nested or not a paging one): its IOVAs are not an IOAS's"
     return paging.ioas, None
+
+
+def _group_hwpt(igroup: drgn.Object) -> tuple[drgn.Object | None, str | None]:
+    """The page table the group's DMA without a PASID goes through (None: none attached),
+    or None and why the layout is not decoded."""
+    prog = igroup.prog_
+    if has_member(prog, "struct iommufd_group", "hwpt"):                 # v6.2 .. v6.14
+        return igroup.hwpt, None
+    if not has_member(prog, "struct iommufd_group", "pasid_attach"):
+        return None, "struct iommufd_group has neither hwpt nor pasid_attach (an attach layout not decoded)"
+    entry = xa_load(igroup.pasid_attach.address_of_(), IOMMU_NO_PASID)    # v6.15+
+    if not entry:
+        return None, None
+    try:
+        attach = drgn.cast(prog.type("struct iommufd_attach *"), entry)
+    except LookupError:
+        return None, "struct iommufd_attach is not in the debug info (the iommufd module's is needed)"
+    return attach.hwpt, None
 
 
 def _obj_type(hwpt: drgn.Object) -> str | None:
