@@ -107,11 +107,21 @@ def test_modules_match_proc_modules_and_have_debug_info(scenario):
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_nic_did_dma_after_the_crash_as_qemu_recorded(scenario):
+    """The completions the crashed kernel never processed, against QEMU's receive writes of
+    the same run: every write from the crash to the capture kernel's /init is among them,
+    and so may be those of the last moments before the crash, which a kernel on a busy host
+    had not processed yet (30 in the last 0.8 s seen on 7.x): at most the writes from 2 s
+    before the crash."""
     v = verdicts(scenario).get(nic(scenario))
-    traced = run_facts(scenario)["qemu_events"]["counts"]["crash_to_capture_init"].get(
-        "e1000e_rx_written_to_guest", 0)
+    facts = run_facts(scenario)
+    crash, init = facts["crash_epoch"], facts.get("capture_init_epoch", float("inf"))
+    with lzma.open(ROOT / scenario / "qemu-trace.log.xz", "rt") as f:
+        writes = [float(t) for t in re.findall(r"^\d+@(\d+\.\d+):e1000e_rx_written_to_guest", f.read(), re.M)]
+    after = sum(crash <= t < init for t in writes)
+    since_before = sum(crash - 2 <= t < init for t in writes)
+    assert after == facts["qemu_events"]["counts"]["crash_to_capture_init"].get("e1000e_rx_written_to_guest", 0)
     assert v.did_dma_after_crash.value is True
-    assert abs(v.post_crash_completions - traced) <= 5, (v.post_crash_completions, traced)
+    assert after - 5 <= v.post_crash_completions <= since_before + 5, (v.post_crash_completions, after, since_before)
     assert v.landed_pages
 
 

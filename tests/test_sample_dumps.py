@@ -66,7 +66,8 @@ def test_debug_file_matches_manifest():
 
 def test_sample_dumps_fit_the_size_budget():
     total = sum(p.stat().st_size for p in SAMPLES.rglob("*") if p.is_file())
-    assert total <= 200 * 1024 * 1024, f"sample-dumps/ holds {total / 2**20:.1f} MiB"
+    # the budget: 300 MiB of committed binaries (the 6.1, 6.12 and 7.2 kernels and the dumps)
+    assert total <= 300 * 1024 * 1024, f"sample-dumps/ holds {total / 2**20:.1f} MiB"
 
 
 @pytest.mark.parametrize("entry", DUMPS, ids=dump_id)
