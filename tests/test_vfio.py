@@ -193,18 +193,26 @@ def test_a_vm_owner_is_the_vm_the_vmm_made():
     assert not any(k.startswith("vm") for k in owner.unknown), owner.unknown
 
 
-def test_a_vm_s_capture_faults_are_named_by_guest_physical_address():
-    """The faults of the NIC the VM drove, in the capture kernel: each one's guest-physical
-    address from the VM's memslot (the VMM's address the container mapped at that IOVA,
-    less the slot's base), equal to the guest-physical address the VM's driver used."""
-    d, dump = opened("vfio-vm-fault")
-    t = truth("vfio-vm-fault")
-    vm = t["vm"]
+def capture_fault_evidence(scenario: str) -> tuple[dict, list[str]]:
+    """The driver's record and the verdict's "IOVA ..." lines for the VFIO-owned function
+    of a fault scenario, judged with its capture log: it faulted there and did DMA after
+    the crash."""
+    d, dump = opened(scenario)
+    t = truth(scenario)
     v = judge(dump, capture_logs=[str(d / "capture-dmesg.txt")])
     e = next(e for e in v.endpoints if e.bdf == t["bdf"])
     assert e.faults > 0 and e.hit_capture_kernel.word == "faulted" and e.did_dma_after_crash.value is True
     said = [x for x in e.hit_capture_kernel.evidence if x.startswith("IOVA ")]
     assert said, e.hit_capture_kernel.evidence
+    return t, said
+
+
+def test_a_vm_s_capture_faults_are_named_by_guest_physical_address():
+    """The faults of the NIC the VM drove, in the capture kernel: each one's guest-physical
+    address from the VM's memslot (the VMM's address the container mapped at that IOVA,
+    less the slot's base), equal to the guest-physical address the VM's driver used."""
+    t, said = capture_fault_evidence("vfio-vm-fault")
+    vm = t["vm"]
     m = t["mappings"][0]
     for x in said:
         iova = int(x.split()[1], 16)
@@ -219,14 +227,8 @@ def test_nvme_capture_faults_name_the_owner_s_completion_queue():
     """The NVMe the userspace driver owned: its faults in the capture kernel resolve to the
     driver's completion queue, at the offset of the queue in the mapping and the virtual
     address the driver itself recorded for it."""
-    d, dump = opened("vfio-nvme-fault")
-    t = truth("vfio-nvme-fault")
+    t, said = capture_fault_evidence("vfio-nvme-fault")
     nv = t["nvme"]
-    v = judge(dump, capture_logs=[str(d / "capture-dmesg.txt")])
-    e = next(e for e in v.endpoints if e.bdf == t["bdf"])
-    assert e.faults > 0 and e.hit_capture_kernel.word == "faulted" and e.did_dma_after_crash.value is True
-    said = [x for x in e.hit_capture_kernel.evidence if x.startswith("IOVA ")]
-    assert said, e.hit_capture_kernel.evidence
     (m,) = [m for m in t["mappings"] if m["iova"] <= nv["cq_iova"] < m["iova"] + m["size"]]
     for x in said:
         iova = int(x.split()[1], 16)
